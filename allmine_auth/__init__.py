@@ -1,0 +1,82 @@
+"""allmine_auth: phone and email one-time-code login, JWT sessions, for the Allmine apps."""
+
+import os
+
+from flask import Flask
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from allmine_auth.envelope import EnvelopeJSONProvider
+from config import BASE_DIR, config_for
+
+
+def create_app(config_class=None):
+    """Build the app for ``config_class`` (default: the one ``APP_ENV`` names, else development)."""
+    if config_class is None or isinstance(config_class, str):
+        config_class = config_for(config_class or os.environ.get("APP_ENV", "development"))
+    config_class.check()
+    app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
+    app.json = EnvelopeJSONProvider(app)
+    app.config.from_object(config_class)
+    register_middleware(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_middleware(app):
+    """Logging with request ids, and the trusted proxy count for the client IP."""
+    from allmine_auth.observability import configure_logging
+
+    configure_logging(app)
+    if app.config["PROXY_FIX_X_FOR"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+
+
+def register_extensions(app):
+    """Bind the extensions created in ``extensions``."""
+    from allmine_auth import models  # noqa: F401  (the models must be known to Alembic)
+    from allmine_auth.extensions import api, db, jwt, limiter, migrate
+    from allmine_auth import cache, notify
+    from allmine_auth.auth.tokens import register_jwt_callbacks
+
+    os.makedirs(app.instance_path, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    api.init_app(app)
+    jwt.init_app(app)
+    register_jwt_callbacks(app)
+    limiter.init_app(app)
+    cache.init_app(app)
+    notify.init_app(app)
+
+
+def register_blueprints(app):
+    """The API blueprints (documented) and the Swagger UI assets."""
+    from flask import Blueprint
+
+    from allmine_auth.auth.routes import blp as auth_blp
+    from allmine_auth.health import blp as health_blp
+    from allmine_auth.extensions import api
+
+    api.register_blueprint(auth_blp)
+    api.register_blueprint(health_blp)
+    app.register_blueprint(
+        Blueprint("swagger_ui_assets", __name__, static_folder=str(swagger_ui_path), static_url_path="/docs/assets")
+    )
+
+
+def register_errorhandlers(app):
+    """Every error, from any layer, rendered as the envelope."""
+    from allmine_auth.envelope import register_errorhandlers as register
+
+    register(app)
+
+
+def register_commands(app):
+    """``flask seed``, ``flask purge`` and friends."""
+    from allmine_auth.cli import register_commands as register
+
+    register(app)

@@ -1,0 +1,79 @@
+"""The append-only audit trail of authentication events.
+
+Events carry the destination, user, session, IP and user agent — never a
+code. The per-destination send and failure limits count these rows, so the
+trail is also the memory of the abuse rules.
+"""
+
+import enum
+import logging
+
+import sqlalchemy as sa
+
+from allmine_auth.extensions import db
+from allmine_auth.models import AuthEvent
+
+log = logging.getLogger(__name__)
+
+
+class Event(enum.StrEnum):
+    """The kinds of event the trail records."""
+
+    CODE_SENT = "code_sent"
+    DELIVERY_FAILED = "delivery_failed"
+    CODE_FAILED = "code_failed"
+    DESTINATION_LOCKED = "destination_locked"
+    LOGIN = "login"
+    REFRESH = "refresh"
+    REUSE_DETECTED = "reuse_detected"
+    LOGOUT = "logout"
+    SEND_REFUSED = "send_refused"
+
+
+def record(kind, client=None, *, destination=None, user_id=None, session_id=None, detail=None, now=None):
+    """Add an event to the current transaction (the caller commits)."""
+    event = AuthEvent(
+        kind=str(kind),
+        channel=destination.channel if destination else None,
+        destination=destination.address if destination else None,
+        prefix=destination.prefix if destination else None,
+        user_id=user_id,
+        session_id=session_id,
+        ip=client.ip if client else None,
+        user_agent=client.user_agent if client else None,
+        detail=detail,
+    )
+    if now is not None:
+        event.created_at = now
+    db.session.add(event)
+    log.info("auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id)
+    return event
+
+
+def count_events(kind, since, *, destination=None, channel=None, prefix=None):
+    """How many ``kind`` events since ``since`` for a destination, a channel or a prefix."""
+    query = sa.select(sa.func.count()).select_from(AuthEvent).where(
+        AuthEvent.kind == str(kind), AuthEvent.created_at > since
+    )
+    if destination is not None:
+        query = query.where(AuthEvent.destination == destination.address, AuthEvent.channel == destination.channel)
+    if channel is not None:
+        query = query.where(AuthEvent.channel == channel)
+    if prefix is not None:
+        query = query.where(AuthEvent.prefix == prefix)
+    return db.session.scalar(query)
+
+
+def oldest_event_since(kind, since, destination):
+    """The time of the oldest ``kind`` event for ``destination`` after ``since`` (for Retry-After)."""
+    return db.session.scalar(
+        sa.select(AuthEvent.created_at)
+        .where(
+            AuthEvent.kind == str(kind),
+            AuthEvent.created_at > since,
+            AuthEvent.destination == destination.address,
+            AuthEvent.channel == destination.channel,
+        )
+        .order_by(AuthEvent.created_at)
+        .limit(1)
+    )

@@ -1,0 +1,221 @@
+"""The one-time code engine, shared by SMS and email (rules: ``../shared/API.md``).
+
+A code is drawn with ``secrets`` and kept only as an HMAC of channel,
+destination and code. Every check first counts the attempt atomically
+(``UPDATE ... RETURNING``), then compares; the winning check deletes the row,
+so of N parallel checks with the right code exactly one succeeds.
+"""
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from allmine_auth import audit
+from allmine_auth.audit import Event
+from allmine_auth.auth.destinations import SMS
+from allmine_auth.errors import DeliveryFailed, InvalidCode, RateLimited
+from allmine_auth.extensions import db
+from allmine_auth.models import DestinationLock, OneTimeCode, utcnow
+from allmine_auth.notify import DeliveryError
+
+DELIVERY_MESSAGES = {
+    SMS: "SMS gönderilirken hata oluştu",
+    "email": "Email gönderilirken hata oluştu",
+}
+TEN_MINUTES = timedelta(minutes=10)
+ONE_DAY = timedelta(days=1)
+
+
+def code_hmac(destination, code):
+    """The stored form of ``code``: an HMAC keyed by ``OTP_SECRET_KEY``, bound to channel and destination."""
+    key = current_app.config["OTP_SECRET_KEY"].encode()
+    message = f"{destination.channel}\x00{destination.address}\x00{code}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def code_ttl(channel):
+    """How long a code for ``channel`` lives, in seconds."""
+    config = current_app.config
+    return config["OTP_TTL_SMS"] if channel == SMS else config["OTP_TTL_EMAIL"]
+
+
+def test_code_for(destination, now):
+    """The fixed code of a configured test destination still in date, else ``None``."""
+    entry = current_app.config["OTP_TEST_DESTINATIONS"].get(destination.address)
+    if entry is None:
+        return None
+    code, last_day = entry
+    if last_day is not None and now.date() > last_day:
+        return None
+    return code
+
+
+def seconds_until(moment, now):
+    """Whole seconds from ``now`` to ``moment``, at least 1 (a ``Retry-After`` value)."""
+    return max(1, int((moment - now).total_seconds() + 0.999))
+
+
+def ensure_not_locked(destination, now):
+    """Refuse a locked destination with 429 and the time left on the lock."""
+    lock = db.session.get(DestinationLock, (destination.channel, destination.address))
+    if lock is not None and lock.locked_until > now:
+        raise RateLimited(retry_after=seconds_until(lock.locked_until, now))
+
+
+def ensure_send_allowed(destination, now):
+    """Apply the per-destination send limits: the resend interval, 10 minutes and 24 hours."""
+    config = current_app.config
+    ensure_not_locked(destination, now)
+    current = db.session.scalar(
+        sa.select(OneTimeCode.created_at).where(
+            OneTimeCode.channel == destination.channel, OneTimeCode.destination == destination.address
+        )
+    )
+    interval = timedelta(seconds=config["OTP_RESEND_INTERVAL"])
+    if current is not None and current + interval > now:
+        raise RateLimited(retry_after=seconds_until(current + interval, now))
+    for window, limit in ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"])):
+        if audit.count_events(Event.CODE_SENT, now - window, destination=destination) >= limit:
+            oldest = audit.oldest_event_since(Event.CODE_SENT, now - window, destination)
+            raise RateLimited(retry_after=seconds_until(oldest + window, now))
+
+
+def store_code(destination, code, now):
+    """Replace the destination's code with ``code`` and commit; a concurrent send loses with 429."""
+    ttl = timedelta(seconds=code_ttl(destination.channel))
+    interval = timedelta(seconds=current_app.config["OTP_RESEND_INTERVAL"])
+    values = {"code_hash": code_hmac(destination, code), "attempts": 0, "created_at": now, "expires_at": now + ttl}
+    replaced = db.session.execute(
+        sa.update(OneTimeCode)
+        .where(
+            OneTimeCode.channel == destination.channel,
+            OneTimeCode.destination == destination.address,
+            OneTimeCode.created_at <= now - interval,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not replaced:
+        db.session.add(OneTimeCode(channel=destination.channel, destination=destination.address, **values))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise RateLimited(retry_after=current_app.config["OTP_RESEND_INTERVAL"]) from None
+    return values["code_hash"]
+
+
+def discard_code(destination, code_hash):
+    """Delete the destination's code if it is still ``code_hash`` (after a failed delivery)."""
+    db.session.execute(
+        sa.delete(OneTimeCode).where(
+            OneTimeCode.channel == destination.channel,
+            OneTimeCode.destination == destination.address,
+            OneTimeCode.code_hash == code_hash,
+        )
+    )
+
+
+def issue_code(destination, deliver, client=None, *, now=None):
+    """Draw, store and deliver a code for ``destination``; return the code.
+
+    ``deliver(code)`` hands the code to the SMS or email sender. A test
+    destination gets its fixed code and nothing is sent. When delivery fails
+    the stored code is removed again, so no usable code is left behind.
+    """
+    now = now or utcnow()
+    fixed = test_code_for(destination, now)
+    if fixed is not None:
+        return fixed
+    ensure_send_allowed(destination, now)
+    code = f"{secrets.randbelow(10_000):04d}"
+    code_hash = store_code(destination, code, now)
+    try:
+        deliver(code)
+    except DeliveryError as exc:
+        discard_code(destination, code_hash)
+        audit.record(Event.DELIVERY_FAILED, client, destination=destination, detail=str(exc)[:255])
+        db.session.commit()
+        raise DeliveryFailed(message=DELIVERY_MESSAGES[destination.channel]) from exc
+    audit.record(Event.CODE_SENT, client, destination=destination, now=now)
+    db.session.commit()
+    return code
+
+
+def count_attempt(destination, now):
+    """Count one attempt on the live code and commit; return ``(id, code_hash, attempts)`` or ``None``."""
+    row = db.session.execute(
+        sa.update(OneTimeCode)
+        .where(
+            OneTimeCode.channel == destination.channel,
+            OneTimeCode.destination == destination.address,
+            OneTimeCode.expires_at > now,
+            OneTimeCode.attempts < current_app.config["OTP_MAX_ATTEMPTS"],
+        )
+        .values(attempts=OneTimeCode.attempts + 1)
+        .returning(OneTimeCode.id, OneTimeCode.code_hash, OneTimeCode.attempts)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.session.commit()
+    return row
+
+
+def record_failure(destination, client, now, burn_code_id=None):
+    """Record a failed check, burn a spent code, and lock the destination after too many failures."""
+    config = current_app.config
+    if burn_code_id is not None:
+        db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.id == burn_code_id))
+    audit.record(Event.CODE_FAILED, client, destination=destination, now=now)
+    db.session.flush()
+    lock = db.session.get(DestinationLock, (destination.channel, destination.address))
+    since = now - ONE_DAY
+    if lock is not None and lock.locked_at > since:
+        since = lock.locked_at
+    if audit.count_events(Event.CODE_FAILED, since, destination=destination) >= config["OTP_LOCK_AFTER_FAILURES"]:
+        repeat = lock is not None and lock.locked_at > now - ONE_DAY
+        count = lock.lock_count + 1 if repeat else 1
+        until = now + timedelta(seconds=config["OTP_LOCK_SECONDS"] * 2 ** (count - 1))
+        if lock is None:
+            db.session.add(
+                DestinationLock(
+                    channel=destination.channel,
+                    destination=destination.address,
+                    locked_at=now,
+                    locked_until=until,
+                    lock_count=count,
+                )
+            )
+        else:
+            lock.locked_at, lock.locked_until, lock.lock_count = now, until, count
+        audit.record(Event.DESTINATION_LOCKED, client, destination=destination, detail=f"until {until.isoformat()}")
+    db.session.commit()
+
+
+def consume_code(destination, code, client=None, *, now=None):
+    """Check ``code`` for ``destination`` and use it up, without committing the use.
+
+    The caller commits once the login it guards is written, so that the
+    code's deletion and the login land together. Raises ``InvalidCode`` (one
+    text for unknown, wrong, expired and used codes) or ``RateLimited``.
+    """
+    now = now or utcnow()
+    ensure_not_locked(destination, now)
+    fixed = test_code_for(destination, now)
+    if fixed is not None and hmac.compare_digest(fixed, code):
+        return
+    row = count_attempt(destination, now)
+    if row is None or not hmac.compare_digest(row.code_hash, code_hmac(destination, code)):
+        spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
+        record_failure(destination, client, now, burn_code_id=row.id if spent else None)
+        raise InvalidCode()
+    won = db.session.execute(
+        sa.delete(OneTimeCode).where(OneTimeCode.id == row.id, OneTimeCode.code_hash == row.code_hash)
+    ).rowcount
+    if not won:
+        db.session.rollback()
+        raise InvalidCode()

@@ -1,0 +1,240 @@
+"""The Authentication blueprint: thin MethodViews over ``services`` and ``tokens``."""
+
+import uuid
+
+from flask import current_app
+from flask.views import MethodView
+from flask_jwt_extended import current_user, get_jwt, jwt_required
+
+from allmine_auth.auth import services, tokens
+from allmine_auth.auth.schemas import (
+    EmailCodeSentSchema,
+    EmailSchema,
+    LoginSchema,
+    LogoutQuerySchema,
+    PhoneCodeSentSchema,
+    PhoneSchema,
+    RefreshSchema,
+    RevokedSchema,
+    SessionSchema,
+    TokenPairSchema,
+    UserSchema,
+    VerifyEmailSchema,
+    VerifyPhoneSchema,
+)
+from allmine_auth.envelope import Blueprint
+from allmine_auth.extensions import limiter
+from allmine_auth.netutil import current_client
+
+blp = Blueprint(
+    "Authentication",
+    __name__,
+    url_prefix="/api/v1/auth",
+    description="Telefon veya email ile doğrulama kodu, JWT oturumları / One-time-code login and sessions.",
+)
+
+WARNING = (
+    "**Production uyarisi:** Bu endpoint veri degistirir veya operasyon tetikleyebilir. API Playground "
+    "icinde Production server seciliyse gercek production verisi etkilenir; test icin Development server "
+    "kullanin."
+)
+BEARER = [{"bearerAuth": []}]
+
+
+def send_limit():
+    """Per-IP limit shared by both send endpoints."""
+    return current_app.config["RATELIMIT_SEND"]
+
+
+def verify_limit():
+    """Per-IP limit shared by both verify endpoints."""
+    return current_app.config["RATELIMIT_VERIFY"]
+
+
+def refresh_limit():
+    """Per-IP limit of the refresh endpoint."""
+    return current_app.config["RATELIMIT_REFRESH"]
+
+
+def echoed(payload, code):
+    """Add the code to a send answer only where code echo is on."""
+    if current_app.config["OTP_ECHO"]:
+        payload["code"] = code
+    return payload
+
+
+def login_payload(user, pair):
+    """The verify answer: tokens, the whole user, and the registration flag."""
+    return {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "expires_in": pair.expires_in,
+        "refresh_expires_in": pair.refresh_expires_in,
+        "user": user,
+        "isRegistrationComplete": user.is_registration_complete,
+    }
+
+
+@blp.route("/send-otp")
+class SendPhoneCode(MethodView):
+    """Send a code by SMS."""
+
+    decorators = [limiter.shared_limit(send_limit, scope="send")]
+
+    @blp.doc(description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
+             "Development ortamında kod response'ta döndürülür.")
+    @blp.arguments(PhoneSchema)
+    @blp.response(201, PhoneCodeSentSchema)
+    def post(self, args):
+        """Doğrulama kodu gönder"""
+        destination = args["destination"]
+        code = services.send_code(destination, current_client())
+        payload = {"countryCode": destination.prefix, "phoneNumber": destination.national_number}
+        return echoed(payload, code)
+
+
+@blp.route("/send-otp-email")
+class SendEmailCode(MethodView):
+    """Send a code by email."""
+
+    decorators = [limiter.shared_limit(send_limit, scope="send")]
+
+    @blp.doc(description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "
+             "Development ortamında kod response'ta döndürülür.")
+    @blp.arguments(EmailSchema)
+    @blp.response(201, EmailCodeSentSchema)
+    def post(self, args):
+        """Email ile doğrulama kodu gönder"""
+        destination = args["destination"]
+        code = services.send_code(destination, current_client())
+        return echoed({"email": destination.address}, code)
+
+
+@blp.route("/verify-otp")
+class VerifyPhoneCode(MethodView):
+    """Log in with an SMS code."""
+
+    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+
+    @blp.doc(description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
+             "Yeni kullanıcılar için kayıt tamamlanması gerekir.")
+    @blp.arguments(VerifyPhoneSchema)
+    @blp.response(200, LoginSchema)
+    def post(self, args):
+        """Doğrulama kodu ile giriş yap"""
+        user, pair = services.login_with_code(
+            args["destination"],
+            args["code"],
+            current_client(),
+            signup_source=args["signupSource"],
+            signup_campaign=args["signupCampaign"],
+        )
+        return login_payload(user, pair)
+
+
+@blp.route("/verify-otp-email")
+class VerifyEmailCode(MethodView):
+    """Log in with an email code."""
+
+    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+
+    @blp.doc(description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
+             "Yeni kullanıcılar için kayıt tamamlanması gerekir.")
+    @blp.arguments(VerifyEmailSchema)
+    @blp.response(200, LoginSchema)
+    def post(self, args):
+        """Email doğrulama kodu ile giriş yap"""
+        user, pair = services.login_with_code(
+            args["destination"],
+            args["code"],
+            current_client(),
+            signup_source=args["signupSource"],
+            signup_campaign=args["signupCampaign"],
+        )
+        return login_payload(user, pair)
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    """Rotate a refresh token."""
+
+    decorators = [limiter.limit(refresh_limit)]
+
+    @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, TokenPairSchema)
+    def post(self, args):
+        """Access token yenile"""
+        return tokens.rotate_refresh_token(args["refreshToken"], current_client())
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    """End sessions."""
+
+    @blp.doc(
+        security=BEARER,
+        description=f"{WARNING} Kullanıcının tüm aktif oturumlarını sonlandırır. "
+        "`scope=local` only this session, `scope=others` every other session.",
+    )
+    @blp.arguments(LogoutQuerySchema, location="query")
+    @blp.response(200, RevokedSchema)
+    @jwt_required()
+    def post(self, args):
+        """Çıkış yap"""
+        claims = get_jwt()
+        ended = tokens.logout(
+            uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), args["scope"], current_client()
+        )
+        return {"revokedSessions": ended}
+
+
+@blp.route("/me")
+class Me(MethodView):
+    """The current user."""
+
+    @blp.doc(security=BEARER, description="Oturum açmış kullanıcının bilgilerini döner.")
+    @blp.response(200, UserSchema)
+    @jwt_required()
+    def get(self):
+        """Kullanıcı bilgilerini getir"""
+        return current_user
+
+
+@blp.route("/sessions")
+class Sessions(MethodView):
+    """The current user's active sessions."""
+
+    @blp.doc(security=BEARER, description="Kullanıcının aktif oturumlarını listeler.")
+    @blp.response(200, SessionSchema(many=True))
+    @jwt_required()
+    def get(self):
+        """Aktif oturumları listele"""
+        claims = get_jwt()
+        current_sid = uuid.UUID(claims["sid"])
+        return [
+            {
+                "id": session.id,
+                "device": session.device,
+                "ip": session.ip,
+                "created_at": session.created_at,
+                "last_used_at": session.last_used_at,
+                "expires_at": session.expires_at,
+                "current": session.id == current_sid,
+            }
+            for session in tokens.list_sessions(uuid.UUID(claims["sub"]))
+        ]
+
+
+@blp.route("/sessions/<uuid:session_id>")
+class SessionItem(MethodView):
+    """One of the current user's sessions."""
+
+    @blp.doc(security=BEARER, description=f"{WARNING} Kullanıcının bir oturumunu sonlandırır.")
+    @blp.response(200, RevokedSchema)
+    @jwt_required()
+    def delete(self, session_id):
+        """Oturumu sonlandır"""
+        user_id = uuid.UUID(get_jwt()["sub"])
+        return {"revokedSessions": tokens.end_session(user_id, session_id, current_client())}
+

@@ -1,0 +1,204 @@
+"""Request and response schemas of the auth API, with the seed documents' examples."""
+
+from datetime import datetime, time, timezone
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from allmine_auth.auth.destinations import InvalidDestination, email_destination, phone_destination
+from allmine_auth.envelope import utc_timestamp
+
+CODE = fields.String(
+    required=True,
+    validate=validate.Regexp(r"^\d{4}$", error="Must be 4 digits."),
+    metadata={"example": "1234", "description": "The 4-digit code sent by SMS or email."},
+)
+
+
+class UtcDateTime(fields.Field):
+    """A timestamp written as UTC with milliseconds and ``Z``; a date is written at midnight."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            value = datetime.combine(value, time(), tzinfo=timezone.utc)
+        return utc_timestamp(value)
+
+
+def destination_loader(build):
+    """Make a ``post_load`` hook that turns the input into ``data["destination"]`` or a field error."""
+
+    def load(self, data, **kwargs):
+        try:
+            data["destination"] = build(data)
+        except InvalidDestination as exc:
+            raise ma.ValidationError({exc.field: [exc.message]}) from exc
+        return data
+
+    return ma.post_load(load)
+
+
+class PhoneSchema(ma.Schema):
+    """A phone number as the apps send it: calling code and national number."""
+
+    countryCode = fields.String(
+        required=True,
+        validate=validate.Length(1, 4),
+        metadata={"example": "90", "description": "Calling code, with or without +."},
+    )
+    phoneNumber = fields.String(
+        required=True, validate=validate.Length(4, 20), metadata={"example": "5551234567"}
+    )
+
+    load_destination = destination_loader(lambda data: phone_destination(data["countryCode"], data["phoneNumber"]))
+
+
+class EmailSchema(ma.Schema):
+    """An email address."""
+
+    email = fields.String(required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"})
+
+    load_destination = destination_loader(lambda data: email_destination(data["email"]))
+
+
+class SignupSchema(ma.Schema):
+    """Where a new user came from (kept from the first login only)."""
+
+    signupSource = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=100), metadata={"example": "instagram_ads"}
+    )
+    signupCampaign = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=100),
+        metadata={"example": "spring_launch_2026"},
+    )
+
+
+class VerifyPhoneSchema(PhoneSchema, SignupSchema):
+    """``verify-otp`` body."""
+
+    code = CODE
+
+
+class VerifyEmailSchema(EmailSchema, SignupSchema):
+    """``verify-otp-email`` body."""
+
+    code = CODE
+
+
+class PhoneCodeSentSchema(ma.Schema):
+    """``send-otp`` answer; ``code`` only where code echo is on (development)."""
+
+    countryCode = fields.String(required=True, metadata={"example": "+90"})
+    phoneNumber = fields.String(required=True, metadata={"example": "5551234567"})
+    code = fields.String(metadata={"example": "1234", "description": "Only in development (code echo)."})
+
+
+class EmailCodeSentSchema(ma.Schema):
+    """``send-otp-email`` answer; ``code`` only where code echo is on (development)."""
+
+    email = fields.String(required=True, metadata={"example": "user@example.com"})
+    code = fields.String(metadata={"example": "1234", "description": "Only in development (code echo)."})
+
+
+def attr(name, field_class=fields.String, **kwargs):
+    """A read-only field that dumps the model attribute ``name``."""
+    return field_class(attribute=name, dump_only=True, **kwargs)
+
+
+class UserSchema(ma.Schema):
+    """The whole user object of the seed documents (plus ``id``)."""
+
+    id = fields.UUID(dump_only=True, metadata={"example": "3f9c1f9e-4a5b-4f7e-9d7a-2b1e0c9d8f11"})
+    name = attr("name", metadata={"example": "John"})
+    surname = attr("surname", metadata={"example": "Doe"})
+    username = attr("username", metadata={"example": "johndoe123"})
+    countryCode = attr("country_code", metadata={"example": "90"})
+    phoneNumber = attr("phone_number", metadata={"example": "5372505890"})
+    signupSource = attr("signup_source", metadata={"example": "instagram_ads"})
+    signupCampaign = attr("signup_campaign", metadata={"example": "spring_launch_2026"})
+    profilePhoto = attr("profile_photo", metadata={"example": "sample.jpg"})
+    availabilityStatus = attr("availability_status", metadata={"example": "available"})
+    birthDate = attr("birth_date", UtcDateTime, metadata={"example": "2000-01-15T00:00:00.000Z"})
+    gender = attr("gender", metadata={"example": "male"})
+    interests = attr("interests", fields.List, cls_or_instance=fields.String(), metadata={"example": ["music"]})
+    expertise = attr("expertise", metadata={"example": "designer"})
+    email = attr("email", metadata={"example": "user@example.com"})
+    bio = attr("bio", metadata={"example": "Passionate about technology and travel"})
+    instagram = attr("instagram", metadata={"example": "myinstagram"})
+    x = attr("x", metadata={"example": "mytwitterx"})
+    tiktok = attr("tiktok", metadata={"example": "mytiktok"})
+    snapchat = attr("snapchat", metadata={"example": "mysnapchat"})
+    facebook = attr("facebook", metadata={"example": "myfacebook"})
+    privacyPolicyAccepted = attr("privacy_policy_accepted", fields.Boolean)
+    privacyPolicyVersion = attr("privacy_policy_version", metadata={"example": "1.2.0"})
+    termsOfUseAccepted = attr("terms_of_use_accepted", fields.Boolean)
+    termsOfUseVersion = attr("terms_of_use_version", metadata={"example": "1.1.0"})
+    consentFormAccepted = attr("consent_form_accepted", fields.Boolean)
+    consentFormVersion = attr("consent_form_version", metadata={"example": "1.0.0"})
+    isRegistrationComplete = attr("is_registration_complete", fields.Boolean)
+    roles = attr("roles", fields.List, cls_or_instance=fields.String(), metadata={"example": ["user"]})
+    followersCount = attr("followers_count", fields.Integer)
+    followingCount = attr("following_count", fields.Integer)
+    minutePriceInLiveStream = attr("minute_price_in_live_stream", fields.Integer)
+    creditBalance = attr("credit_balance", fields.Integer)
+    lastLogin = attr("last_login", UtcDateTime)
+    timezone = attr("timezone", metadata={"example": "Europe/Istanbul"})
+    lastUsernameChangeDate = attr("last_username_change_date", UtcDateTime)
+    accountDeletionStatus = attr("account_deletion_status")
+    accountDeletionRequestedAt = attr("account_deletion_requested_at", UtcDateTime)
+    accountDeletionScheduledFor = attr("account_deletion_scheduled_for", UtcDateTime)
+    accountDeletionCancelledAt = attr("account_deletion_cancelled_at", UtcDateTime)
+    accountDeletionFinalizedAt = attr("account_deletion_finalized_at", UtcDateTime)
+
+
+class TokenPairSchema(ma.Schema):
+    """The tokens of a login or refresh; lifetimes in seconds."""
+
+    accessToken = fields.String(attribute="access_token", required=True)
+    refreshToken = fields.String(attribute="refresh_token", required=True)
+    expiresIn = fields.Integer(attribute="expires_in", required=True, metadata={"example": 3600})
+    refreshExpiresIn = fields.Integer(attribute="refresh_expires_in", required=True, metadata={"example": 2592000})
+
+
+class LoginSchema(TokenPairSchema):
+    """A login: the tokens, the whole user, and whether registration is complete."""
+
+    user = fields.Nested(UserSchema, required=True)
+    isRegistrationComplete = fields.Boolean(required=True)
+
+
+class RefreshSchema(ma.Schema):
+    """``refresh`` body."""
+
+    refreshToken = fields.String(required=True, validate=validate.Length(1, 4096))
+
+
+class LogoutQuerySchema(ma.Schema):
+    """Which sessions a logout ends."""
+
+    scope = fields.String(
+        load_default="global",
+        validate=validate.OneOf(["global", "local", "others"]),
+        metadata={"description": "global: every session (default); local: this one; others: all but this one."},
+    )
+
+
+class RevokedSchema(ma.Schema):
+    """How many sessions a logout ended."""
+
+    revokedSessions = fields.Integer(required=True, metadata={"example": 2})
+
+
+class SessionSchema(ma.Schema):
+    """One active session (a logged-in device)."""
+
+    id = fields.UUID(dump_only=True)
+    device = attr("device", metadata={"example": "Allmine/2.3 (iPhone; iOS 18.1)"})
+    ip = attr("ip", metadata={"example": "203.0.113.7"})
+    createdAt = attr("created_at", UtcDateTime)
+    lastUsedAt = attr("last_used_at", UtcDateTime)
+    expiresAt = attr("expires_at", UtcDateTime)
+    current = fields.Boolean(dump_only=True)

@@ -1,0 +1,269 @@
+"""Sessions and their tokens: issue, rotate with reuse detection, revoke, and check on every request.
+
+Every token carries ``sid``, its session. A session is the unit of
+revocation: ending it kills its access and refresh tokens on every worker,
+because ``token_in_blocklist_loader`` reads the session's state (from Redis
+when configured, else one primary-key read) on each request.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+
+from allmine_auth import audit
+from allmine_auth.audit import Event
+from allmine_auth.cache import get_redis
+from allmine_auth.envelope import error_response
+from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
+from allmine_auth.extensions import db, jwt
+from allmine_auth.models import Session, User, utcnow
+
+log = logging.getLogger(__name__)
+
+SESSION_CACHE_PREFIX = "allmine-auth:session:"
+REVOKED = "0"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What a login or a refresh hands back."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+
+
+def mint_tokens(user_id, registration_complete, session, refresh_jti, now):
+    """Sign an access token and a refresh token (with ``refresh_jti``) for ``session``."""
+    config = current_app.config
+    access_seconds = config["JWT_ACCESS_TOKEN_EXPIRES"]
+    refresh_seconds = int(min(config["JWT_REFRESH_TOKEN_EXPIRES"], (session.expires_at - now).total_seconds()))
+    sid = str(session.id)
+    access = create_access_token(
+        identity=str(user_id),
+        additional_claims={"sid": sid, "reg": registration_complete},
+        expires_delta=timedelta(seconds=access_seconds),
+    )
+    refresh = create_refresh_token(
+        identity=str(user_id),
+        additional_claims={"sid": sid, "jti": refresh_jti},
+        expires_delta=timedelta(seconds=refresh_seconds),
+    )
+    return TokenPair(access, refresh, access_seconds, refresh_seconds)
+
+
+def open_session(user, client, now):
+    """Start a session for ``user`` (in the caller's transaction) and return ``(session, tokens)``."""
+    refresh_jti = str(uuid.uuid4())
+    session = Session(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        refresh_jti=refresh_jti,
+        device=client.device if client else None,
+        ip=client.ip if client else None,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"]),
+    )
+    db.session.add(session)
+    return session, mint_tokens(user.id, user.is_registration_complete, session, refresh_jti, now)
+
+
+def rotate_refresh_token(token, client=None, *, now=None):
+    """Exchange a refresh token for a new pair; the presented one dies.
+
+    The rotation is one conditional ``UPDATE``, so of two parallel refreshes
+    only one rotates. The loser, if it presents the token just rotated within
+    ``REFRESH_TOKEN_REUSE_INTERVAL``, is a retry and gets the session's
+    current pair; any other use of a rotated token is theft, and the whole
+    session is revoked.
+    """
+    now = now or utcnow()
+    claims = decode_token(token)
+    if claims.get("type") != "refresh" or "sid" not in claims:
+        raise Unauthorized()
+    sid, jti = uuid.UUID(claims["sid"]), claims["jti"]
+    new_jti = str(uuid.uuid4())
+    rotated = db.session.execute(
+        sa.update(Session)
+        .where(
+            Session.id == sid,
+            Session.refresh_jti == jti,
+            Session.revoked_at.is_(None),
+            Session.expires_at > now,
+        )
+        .values(refresh_jti=new_jti, previous_refresh_jti=jti, rotated_at=now, last_used_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session = db.session.get(Session, sid, populate_existing=True)
+    if session is None or not session.is_active(now):
+        db.session.rollback()
+        raise TokenRevoked()
+    complete = db.session.scalar(sa.select(User.is_registration_complete).where(User.id == session.user_id))
+    if rotated:
+        audit.record(Event.REFRESH, client, user_id=session.user_id, session_id=sid, now=now)
+        db.session.commit()
+        return mint_tokens(session.user_id, complete, session, new_jti, now)
+    interval = timedelta(seconds=current_app.config["REFRESH_TOKEN_REUSE_INTERVAL"])
+    if session.previous_refresh_jti == jti and session.rotated_at + interval > now:
+        db.session.rollback()
+        return mint_tokens(session.user_id, complete, session, session.refresh_jti, now)
+    revoke_sessions(session.user_id, "reuse", only=sid, now=now)
+    audit.record(Event.REUSE_DETECTED, client, user_id=session.user_id, session_id=sid, now=now)
+    db.session.commit()
+    raise TokenRevoked()
+
+
+def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
+    """End the user's active sessions (all, ``only`` one, or all but ``keep``); return their ids.
+
+    Runs in the caller's transaction; the cache is told after the caller's
+    commit by ``forget_sessions``, which ``commit_revocation`` does for you.
+    """
+    now = now or utcnow()
+    query = sa.update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if only is not None:
+        query = query.where(Session.id == only)
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    ended = db.session.execute(
+        query.values(revoked_at=now, revoked_reason=reason)
+        .returning(Session.id)
+        .execution_options(synchronize_session=False)
+    ).scalars().all()
+    db.session.info.setdefault("revoked_sessions", []).extend(ended)
+    return ended
+
+
+def forget_sessions(session_ids):
+    """Mark ended sessions in the Redis cache so every worker refuses their tokens at once."""
+    client = get_redis()
+    if client is None or not session_ids:
+        return
+    ttl = current_app.config["SESSION_CACHE_TTL"]
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for sid in session_ids:
+                pipe.set(SESSION_CACHE_PREFIX + str(sid), REVOKED, ex=ttl)
+            pipe.execute()
+    except redis.RedisError:
+        log.exception("could not mark %d revoked sessions in Redis", len(session_ids))
+
+
+def session_expiry(sid):
+    """The session's end as a UNIX time, or 0 when it is revoked or unknown (cached in Redis)."""
+    client = get_redis()
+    key = SESSION_CACHE_PREFIX + sid
+    if client is not None:
+        try:
+            cached = client.get(key)
+        except redis.RedisError:
+            log.warning("Redis unavailable; reading session state from the database")
+            client = None
+        else:
+            if cached is not None:
+                return float(cached)
+    try:
+        session_id = uuid.UUID(sid)
+    except ValueError:
+        return 0.0
+    row = db.session.execute(
+        sa.select(Session.expires_at, Session.revoked_at).where(Session.id == session_id)
+    ).first()
+    expiry = row.expires_at.timestamp() if row is not None and row.revoked_at is None else 0.0
+    if client is not None:
+        try:
+            client.set(key, repr(expiry) if expiry else REVOKED, ex=current_app.config["SESSION_CACHE_TTL"])
+        except redis.RedisError:
+            log.warning("Redis unavailable; session state not cached")
+    return expiry
+
+
+def list_sessions(user_id, now=None):
+    """The user's active sessions, newest first."""
+    now = now or utcnow()
+    return db.session.scalars(
+        sa.select(Session)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
+        .order_by(Session.created_at.desc())
+    ).all()
+
+
+def end_session(user_id, session_id, client=None):
+    """End one of the user's own sessions; 404 when it isn't theirs or is over already."""
+    ended = revoke_sessions(user_id, "ended", only=session_id)
+    if not ended:
+        db.session.rollback()
+        raise NotFound()
+    audit.record(Event.LOGOUT, client, user_id=user_id, session_id=session_id, detail="session")
+    db.session.commit()
+    return len(ended)
+
+
+def logout(user_id, current_sid, scope, client=None):
+    """End the sessions ``scope`` names: ``global`` (all), ``local`` (this one), ``others``."""
+    if scope == "local":
+        ended = revoke_sessions(user_id, "logout", only=current_sid)
+    elif scope == "others":
+        ended = revoke_sessions(user_id, "logout", keep=current_sid)
+    else:
+        ended = revoke_sessions(user_id, "logout")
+    audit.record(Event.LOGOUT, client, user_id=user_id, session_id=current_sid, detail=scope)
+    db.session.commit()
+    return len(ended)
+
+
+def after_commit_forget(session):
+    """SQLAlchemy hook: once revocations are committed, tell the cache."""
+    ended = session.info.pop("revoked_sessions", None)
+    if ended:
+        forget_sessions(ended)
+
+
+def after_rollback_drop(session):
+    """SQLAlchemy hook: revocations rolled back are not announced."""
+    session.info.pop("revoked_sessions", None)
+
+
+def register_jwt_callbacks(app):
+    """Override every flask-jwt-extended loader: revocation by session, and envelope errors."""
+
+    @jwt.token_in_blocklist_loader
+    def session_is_over(jwt_header, jwt_payload):
+        sid = jwt_payload.get("sid")
+        return not sid or session_expiry(sid) <= utcnow().timestamp()
+
+    @jwt.user_lookup_loader
+    def load_user(jwt_header, jwt_payload):
+        try:
+            return db.session.get(User, uuid.UUID(jwt_payload["sub"]))
+        except ValueError:
+            return None
+
+    @jwt.expired_token_loader
+    def expired(jwt_header, jwt_payload):
+        return error_response(401, ["Token has expired"])
+
+    @jwt.revoked_token_loader
+    def revoked(jwt_header, jwt_payload):
+        return error_response(401, ["Token has been revoked"])
+
+    def missing_or_invalid(*args):
+        return error_response(401, ["Missing or invalid token"])
+
+    jwt.invalid_token_loader(missing_or_invalid)
+    jwt.unauthorized_loader(missing_or_invalid)
+    jwt.needs_fresh_token_loader(missing_or_invalid)
+    jwt.user_lookup_error_loader(missing_or_invalid)
+    jwt.token_verification_failed_loader(missing_or_invalid)
+
+    for name, hook in (("after_commit", after_commit_forget), ("after_rollback", after_rollback_drop)):
+        if not sa.event.contains(db.session, name, hook):
+            sa.event.listen(db.session, name, hook)

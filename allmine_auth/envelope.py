@@ -1,0 +1,212 @@
+"""The one response envelope, and the glue that puts every response in it.
+
+Every answer is ``{isSuccess, statusCode, data, errors, timestamp}``
+(``../shared/API.md``). Success bodies are wrapped by ``Blueprint``; every
+error, whatever layer raised it, is rendered by ``error_response``.
+"""
+
+import functools
+import logging
+from datetime import datetime, timezone
+
+import flask_smorest
+import marshmallow as ma
+from flask import g, jsonify
+from flask.json.provider import DefaultJSONProvider
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+
+from allmine_auth.errors import CONFLICT_MESSAGE, ServiceError
+
+log = logging.getLogger(__name__)
+
+ERROR_TEXTS = {
+    400: "Validation failed",
+    401: "Missing or invalid token",
+    403: "Forbidden",
+    404: "Resource not found",
+    405: "Method not allowed",
+    409: CONFLICT_MESSAGE,
+    413: "Request body too large",
+    415: "Request body must be JSON (Content-Type: application/json)",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+ARGUMENT_LOCATIONS = {"json", "query", "querystring", "headers", "path", "view_args", "form"}
+
+
+def utc_timestamp(moment=None):
+    """Format ``moment`` (default: now) as UTC with milliseconds and a ``Z``."""
+    moment = moment or datetime.now(timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def envelope(status, data=None, errors=()):
+    """Return the envelope dict for ``status`` with ``data`` or ``errors``."""
+    return {
+        "isSuccess": 200 <= status < 400,
+        "statusCode": status,
+        "data": data,
+        "errors": list(errors),
+        "timestamp": utc_timestamp(),
+    }
+
+
+def error_response(status, errors, headers=None):
+    """Render an error envelope as a Flask response."""
+    response = jsonify(envelope(status, None, errors))
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def validation_lines(messages, prefix=""):
+    """Flatten marshmallow/webargs messages into ``field: message`` lines.
+
+    The argument location level (``json``, ``query``...) is dropped and
+    marshmallow's ``_schema`` key (errors about the whole body) reads ``body``.
+    """
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if not prefix and key in ARGUMENT_LOCATIONS:
+                yield from validation_lines(value)
+                continue
+            name = "body" if key == "_schema" else str(key)
+            yield from validation_lines(value, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(messages, (list, tuple)):
+        for item in messages:
+            yield from validation_lines(item, prefix)
+    else:
+        yield f"{prefix}: {messages}" if prefix else str(messages)
+
+
+def http_error_response(error):
+    """Render any werkzeug ``HTTPException`` (webargs, flask-limiter, routing...) as the envelope."""
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    if status == 400 and "messages" in data:
+        errors = [ERROR_TEXTS[400], *validation_lines(data["messages"])]
+    elif "message" in data:
+        errors = [data["message"]]
+    else:
+        errors = [ERROR_TEXTS.get(status, error.name)]
+    headers = dict(data.get("headers") or {})
+    headers.update((k, v) for k, v in error.get_headers() if k.lower() != "content-type")
+    if status >= 500:
+        log.error("HTTP %s: %s", status, error.description)
+    return error_response(status, errors, headers)
+
+
+def service_error_response(error):
+    """Render a ``ServiceError`` raised by a service."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(error.retry_after)))
+    if error.status >= 500:
+        log.error("%s: %s", type(error).__name__, error.__cause__ or error.message)
+    return error_response(error.status, error.errors, headers)
+
+
+def unexpected_error_response(error):
+    """Log an unexpected exception with its request id and answer a bare 500."""
+    log.exception("unhandled %s", type(error).__name__)
+    return error_response(500, [ERROR_TEXTS[500]])
+
+
+def register_errorhandlers(app):
+    """Route every error class through the envelope."""
+    app.register_error_handler(ServiceError, service_error_response)
+    app.register_error_handler(Exception, unexpected_error_response)
+
+
+class JsonArgumentsParser(FlaskParser):
+    """webargs parser: bad input is a 400, a body that is not JSON a 415."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def load_json(self, req, schema):
+        """Refuse a non-JSON body with 415 before trying to read it."""
+        if req.content_length or req.mimetype:
+            if not req.is_json:
+                raise UnsupportedMediaType()
+        return super().load_json(req, schema)
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        raise ServiceError("body: Malformed JSON")
+
+
+class EnvelopeJSONProvider(DefaultJSONProvider):
+    """JSON in the envelope's own key order (``isSuccess`` first), compact."""
+
+    sort_keys = False
+    compact = True
+
+
+class EnvelopeSchema(ma.Schema):
+    """Documentation of the envelope around every response."""
+
+    isSuccess = ma.fields.Boolean(required=True)
+    statusCode = ma.fields.Integer(required=True)
+    errors = ma.fields.List(ma.fields.String(), required=True)
+    timestamp = ma.fields.String(required=True, metadata={"example": "2026-05-22T16:11:27.126Z"})
+
+
+class ErrorEnvelopeSchema(EnvelopeSchema):
+    """An error: ``data`` is null, ``errors`` starts with the error text."""
+
+    data = ma.fields.Raw(allow_none=True, required=True, metadata={"example": None})
+
+
+@functools.cache
+def envelope_schema_for(schema_class, many=False):
+    """Return the documented envelope schema whose ``data`` is ``schema_class``."""
+    name = schema_class.__name__.removesuffix("Schema") + ("List" if many else "") + "EnvelopeSchema"
+    data = ma.fields.Nested(schema_class, many=many, required=True)
+    return type(name, (EnvelopeSchema,), {"data": data})
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest blueprint that wraps its one success response in the envelope."""
+
+    ARGUMENTS_PARSER = JsonArgumentsParser()
+
+    def response(self, status_code, schema=None, **kwargs):
+        """Like flask-smorest's, and remember the status for the envelope."""
+        smorest_decorator = super().response(status_code, schema, **kwargs)
+        status = int(status_code)
+
+        def decorator(func):
+            @functools.wraps(func)
+            def with_status(*args, **kw):
+                g.envelope_status = status
+                return func(*args, **kw)
+
+            return smorest_decorator(with_status)
+
+        return decorator
+
+    def _prepare_response_content(self, data):
+        return envelope(g.envelope_status, data)
+
+    @staticmethod
+    def _make_doc_response_schema(schema):
+        if schema is None:
+            return None
+        if isinstance(schema, ma.Schema):
+            return envelope_schema_for(type(schema), schema.many)
+        return envelope_schema_for(schema)
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest ``Api`` whose error handler renders the envelope."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
+    def handle_http_exception(self, error):
+        """Every ``HTTPException`` becomes the envelope."""
+        return http_error_response(error)
+

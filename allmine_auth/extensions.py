@@ -1,0 +1,21 @@
+"""The Flask extensions, created here with no app; ``create_app`` binds them."""
+
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+
+from allmine_auth.envelope import Api
+from allmine_auth.netutil import client_ip
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every model."""
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+api = Api()
+jwt = JWTManager()
+limiter = Limiter(key_func=client_ip)

@@ -1,0 +1,61 @@
+"""Liveness and readiness probes for the orchestrator and the load balancer."""
+
+import redis
+import sqlalchemy as sa
+from flask.views import MethodView
+from marshmallow import Schema, fields
+
+from allmine_auth.cache import get_redis
+from allmine_auth.envelope import Blueprint
+from allmine_auth.errors import ServiceError
+from allmine_auth.extensions import db
+
+blp = Blueprint("Health", __name__, description="Liveness and readiness probes.")
+
+
+class ServiceUnavailable(ServiceError):
+    """503: a dependency the service needs is not answering."""
+
+    status = 503
+    message = "Service unavailable"
+
+
+class StatusSchema(Schema):
+    """A probe's answer."""
+
+    status = fields.String(required=True, metadata={"example": "ok"})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"example": {"database": "ok"}})
+
+
+@blp.route("/healthz")
+class Liveness(MethodView):
+    """The process answers."""
+
+    @blp.response(200, StatusSchema)
+    def get(self):
+        """Liveness: the process is up"""
+        return {"status": "ok"}
+
+
+@blp.route("/readyz")
+class Readiness(MethodView):
+    """The process can serve: the database (and Redis, when configured) answer."""
+
+    @blp.response(200, StatusSchema)
+    def get(self):
+        """Readiness: database and Redis answer"""
+        checks = {}
+        try:
+            db.session.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except sa.exc.SQLAlchemyError:
+            db.session.rollback()
+            raise ServiceUnavailable("database: not answering") from None
+        client = get_redis()
+        if client is not None:
+            try:
+                client.ping()
+                checks["redis"] = "ok"
+            except redis.RedisError:
+                raise ServiceUnavailable("redis: not answering") from None
+        return {"status": "ok", "checks": checks}

@@ -1,0 +1,72 @@
+"""Request ids and logging: every log line of a request carries its id, which the client sees too."""
+
+import json
+import logging
+import re
+import uuid
+
+from flask import g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id():
+    """The current request's id, or ``-`` outside a request."""
+    if has_request_context():
+        return getattr(g, "request_id", "-")
+    return "-"
+
+
+def assign_request_id():
+    """Take a sane incoming ``X-Request-ID`` or make one."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def expose_request_id(response):
+    """Return the request id to the client so support can find the log lines."""
+    response.headers[REQUEST_ID_HEADER] = request_id()
+    return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every record."""
+
+    def filter(self, record):
+        record.request_id = request_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record):
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(app):
+    """Log to stderr, plain or JSON lines (``LOG_JSON``), with the request id on each line."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    if app.config["LOG_JSON"]:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    package_logger = logging.getLogger("allmine_auth")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(app.config["LOG_LEVEL"])
+    package_logger.propagate = False
+    app.before_request(assign_request_id)
+    app.after_request(expose_request_id)

@@ -1,0 +1,253 @@
+"""Settings, read from the environment in one place.
+
+Every setting the service knows is an attribute of ``Config``; the three
+subclasses only change defaults. ``ProductionConfig.check`` refuses settings
+that would be unsafe in front of real users, with a one-line reason.
+"""
+
+import os
+from datetime import date
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+DEFAULT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
+
+
+class ConfigError(RuntimeError):
+    """A setting makes the service unsafe or impossible to start."""
+
+
+def env_str(name, default=None):
+    """Return the environment variable ``name``, or ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name, default):
+    """Return the environment variable ``name`` as an int, failing loudly on garbage."""
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+
+
+def env_bool(name, default):
+    """Return the environment variable ``name`` read as a yes/no flag."""
+    value = env_str(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def env_list(name, default=()):
+    """Return the comma-separated environment variable ``name`` as a list of stripped items."""
+    value = env_str(name)
+    return list(default) if value is None else split_list(value)
+
+
+def split_list(value):
+    """Split a comma-separated string into stripped, non-empty items."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def parse_test_destinations(value):
+    """Parse ``OTP_TEST_DESTINATIONS``: ``destination=code[@YYYY-MM-DD]`` items, comma-separated.
+
+    A destination is a phone number in E.164 (``+905550000001``) or an email
+    address; the code is the fixed 4-digit code; the optional date is the last
+    day the entry is honoured.
+    """
+    entries = {}
+    for item in split_list(value):
+        destination, sep, rest = item.partition("=")
+        code, _, until = rest.partition("@")
+        if not sep or len(code) != 4 or not code.isdigit():
+            raise ConfigError(f"OTP_TEST_DESTINATIONS: {item!r} is not destination=1234[@YYYY-MM-DD]")
+        try:
+            expires = date.fromisoformat(until) if until else None
+        except ValueError as exc:
+            raise ConfigError(f"OTP_TEST_DESTINATIONS: bad date in {item!r}") from exc
+        entries[destination.strip().lower()] = (code, expires)
+    return entries
+
+
+def default_database_url():
+    """The embedded default: a SQLite file under ``instance/``."""
+    return f"sqlite:///{BASE_DIR / 'instance' / 'allmine_auth.db'}"
+
+
+class Config:
+    """Base settings, every one overridable from the environment."""
+
+    ENV_NAME = "base"
+
+    # Flask and the HTTP layer
+    SECRET_KEY = env_str("SECRET_KEY", DEFAULT_SECRET)
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 16 * 1024)
+    PROXY_FIX_X_FOR = env_int("PROXY_FIX_X_FOR", 0)
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+    LOG_JSON = env_bool("LOG_JSON", False)
+
+    # Storage
+    SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_database_url())
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = env_str("REDIS_URL")
+
+    # OpenAPI and Swagger UI
+    API_TITLE = "Allmine API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/docs"
+    OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+    OPENAPI_SWAGGER_UI_CONFIG = {"persistAuthorization": True, "displayRequestDuration": True}
+    API_SERVER_PRODUCTION_URL = env_str("API_SERVER_PRODUCTION_URL", "https://api.allmine.app")
+    API_SERVER_DEVELOPMENT_URL = env_str(
+        "API_SERVER_DEVELOPMENT_URL", f"http://127.0.0.1:{env_int('PORT', 5000)}"
+    )
+    API_SPEC_OPTIONS = {
+        "info": {
+            "description": "Allmine authentication: one-time codes by SMS or email, JWT sessions.",
+        },
+        "servers": [
+            {"url": API_SERVER_PRODUCTION_URL, "description": "Production"},
+            {"url": API_SERVER_DEVELOPMENT_URL, "description": "Development"},
+        ],
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        },
+    }
+
+    # Tokens
+    JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", DEFAULT_SECRET)
+    JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+    JWT_PRIVATE_KEY_FILE = env_str("JWT_PRIVATE_KEY_FILE")
+    JWT_PUBLIC_KEY_FILE = env_str("JWT_PUBLIC_KEY_FILE")
+    JWT_ACCESS_TOKEN_EXPIRES = env_int("JWT_ACCESS_TOKEN_EXPIRES", 3600)
+    JWT_REFRESH_TOKEN_EXPIRES = env_int("JWT_REFRESH_TOKEN_EXPIRES", 2592000)
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_COOKIE_CSRF_PROTECT = False
+    JWT_IDENTITY_CLAIM = "sub"
+    REFRESH_TOKEN_REUSE_INTERVAL = env_int("REFRESH_TOKEN_REUSE_INTERVAL", 10)
+    SESSION_MAX_AGE = env_int("SESSION_MAX_AGE", 2592000)
+    SESSION_CACHE_TTL = env_int("SESSION_CACHE_TTL", 300)
+
+    # One-time codes
+    OTP_SECRET_KEY = env_str("OTP_SECRET_KEY", DEFAULT_SECRET)
+    OTP_ECHO = env_bool("OTP_ECHO", False)
+    OTP_TTL_SMS = env_int("OTP_TTL_SMS", 180)
+    OTP_TTL_EMAIL = env_int("OTP_TTL_EMAIL", 600)
+    OTP_MAX_ATTEMPTS = env_int("OTP_MAX_ATTEMPTS", 3)
+    OTP_RESEND_INTERVAL = env_int("OTP_RESEND_INTERVAL", 60)
+    OTP_MAX_SENDS_10MIN = env_int("OTP_MAX_SENDS_10MIN", 3)
+    OTP_MAX_SENDS_24H = env_int("OTP_MAX_SENDS_24H", 10)
+    OTP_LOCK_AFTER_FAILURES = env_int("OTP_LOCK_AFTER_FAILURES", 10)
+    OTP_LOCK_SECONDS = env_int("OTP_LOCK_SECONDS", 3600)
+    OTP_TEST_DESTINATIONS = parse_test_destinations(env_str("OTP_TEST_DESTINATIONS"))
+
+    # Delivery
+    SMS_PROVIDER = env_str("SMS_PROVIDER", "console")
+    EMAIL_PROVIDER = env_str("EMAIL_PROVIDER", "console")
+    NOTIFY_TIMEOUT = float(env_str("NOTIFY_TIMEOUT", "10"))
+    TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID")
+    TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
+    TWILIO_FROM = env_str("TWILIO_FROM")
+    TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
+    TWILIO_API_URL = env_str("TWILIO_API_URL", "https://api.twilio.com")
+    NETGSM_USERCODE = env_str("NETGSM_USERCODE")
+    NETGSM_PASSWORD = env_str("NETGSM_PASSWORD")
+    NETGSM_HEADER = env_str("NETGSM_HEADER")
+    NETGSM_API_URL = env_str("NETGSM_API_URL", "https://api.netgsm.com.tr")
+    SMTP_HOST = env_str("SMTP_HOST", "localhost")
+    SMTP_PORT = env_int("SMTP_PORT", 587)
+    SMTP_SECURITY = env_str("SMTP_SECURITY", "starttls")
+    SMTP_USERNAME = env_str("SMTP_USERNAME")
+    SMTP_PASSWORD = env_str("SMTP_PASSWORD")
+    SMTP_FROM = env_str("SMTP_FROM", "Allmine <no-reply@allmine.app>")
+    SMTP_CA_FILE = env_str("SMTP_CA_FILE")
+
+    # Abuse protection (flask-limiter and the SMS budgets)
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_KEY_PREFIX = "allmine-auth"
+    RATELIMIT_SEND = env_str("RATELIMIT_SEND", "20/hour;5/minute")
+    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "60/hour;10/minute")
+    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "120/hour;30/minute")
+    SMS_ALLOWED_COUNTRIES = env_list("SMS_ALLOWED_COUNTRIES", ["TR"])
+    SMS_GLOBAL_HOURLY_BUDGET = env_int("SMS_GLOBAL_HOURLY_BUDGET", 5000)
+    SMS_PREFIX_HOURLY_BUDGET = env_int("SMS_PREFIX_HOURLY_BUDGET", 500)
+
+    @classmethod
+    def check(cls):
+        """Raise ``ConfigError`` when settings can't work together; the base accepts them."""
+
+
+class DevelopmentConfig(Config):
+    """Local development: codes echoed, console delivery, loose limits."""
+
+    ENV_NAME = "development"
+    OTP_ECHO = env_bool("OTP_ECHO", True)
+    RATELIMIT_SEND = env_str("RATELIMIT_SEND", "200/hour;30/minute")
+    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "600/hour;60/minute")
+    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "1200/hour;120/minute")
+
+
+class TestingConfig(Config):
+    """The test suite: its own database, codes echoed, limits off unless a test turns them on."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = env_str("TEST_DATABASE_URL", "sqlite://")
+    REDIS_URL = env_str("TEST_REDIS_URL")
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_ENABLED = False
+    OTP_ECHO = True
+    OTP_TEST_DESTINATIONS = {}
+    JWT_SECRET_KEY = "testing-secret-key-that-is-long-enough-0123456789"
+    OTP_SECRET_KEY = "testing-otp-key-that-is-long-enough-0123456789"
+
+
+class ProductionConfig(Config):
+    """Real users: secrets required, no echo, real delivery."""
+
+    ENV_NAME = "production"
+
+    @classmethod
+    def check(cls):
+        """Refuse a default or short secret, code echo, and console delivery."""
+        for name in ("SECRET_KEY", "JWT_SECRET_KEY", "OTP_SECRET_KEY"):
+            value = getattr(cls, name)
+            if name == "JWT_SECRET_KEY" and cls.JWT_ALGORITHM != "HS256":
+                continue
+            if value == DEFAULT_SECRET or len(value) < 32:
+                raise ConfigError(f"{name} must be set to a random value of at least 32 characters")
+        if cls.OTP_ECHO:
+            raise ConfigError("OTP_ECHO must be off in production: codes would be sent to the client")
+        for name in ("SMS_PROVIDER", "EMAIL_PROVIDER"):
+            if getattr(cls, name) == "console":
+                raise ConfigError(f"{name}=console only logs codes; choose a real provider in production")
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_for(name):
+    """Return the config class called ``name`` (``APP_ENV``), failing with the valid names."""
+    try:
+        return CONFIGS[name]
+    except KeyError as exc:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}, got {name!r}") from exc
