@@ -1,0 +1,192 @@
+"""The foundation: factory and settings, probes, the OpenAPI spec and Swagger UI, CLI."""
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+import config
+from allmine_auth import create_app
+from allmine_auth.extensions import db
+from config import ConfigError, ProductionConfig
+from tests.conftest import assert_envelope, assert_error
+
+GOOD_SECRET = "x" * 40
+SAFE_PRODUCTION = {
+    "SECRET_KEY": GOOD_SECRET,
+    "JWT_SECRET_KEY": GOOD_SECRET + "j",
+    "OTP_SECRET_KEY": GOOD_SECRET + "o",
+    "OTP_ECHO": False,
+    "SMS_PROVIDER": "netgsm",
+    "EMAIL_PROVIDER": "smtp",
+    "NETGSM_USERCODE": "u",
+    "NETGSM_PASSWORD": "p",
+    "NETGSM_HEADER": "ALLMINE",
+    "SQLALCHEMY_DATABASE_URI": "sqlite://",
+}
+
+
+def production(**overrides):
+    return type("P", (ProductionConfig,), {**SAFE_PRODUCTION, **overrides})
+
+
+def test_factory_uses_the_given_config(app):
+    assert app.config["TESTING"] is True
+    assert app.config["ENV_NAME"] == "testing"
+    assert "allmine_sms" in app.extensions
+
+
+def test_factory_reads_app_env(monkeypatch):
+    monkeypatch.setenv("APP_ENV", "testing")
+    assert create_app().config["ENV_NAME"] == "testing"
+
+
+def test_unknown_app_env_is_refused():
+    with pytest.raises(ConfigError, match="APP_ENV must be one of development, testing, production"):
+        create_app("staging")
+
+
+def test_safe_production_settings_start():
+    app = create_app(production())
+    assert app.config["OTP_ECHO"] is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"SECRET_KEY": config.DEFAULT_SECRET}, "SECRET_KEY must be set"),
+        ({"JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY must be set"),
+        ({"OTP_SECRET_KEY": config.DEFAULT_SECRET}, "OTP_SECRET_KEY must be set"),
+        ({"OTP_ECHO": True}, "OTP_ECHO must be off in production"),
+        ({"SMS_PROVIDER": "console"}, "SMS_PROVIDER=console"),
+        ({"EMAIL_PROVIDER": "console"}, "EMAIL_PROVIDER=console"),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides, reason):
+    with pytest.raises(ConfigError, match=reason):
+        create_app(production(**overrides))
+
+
+def test_wsgi_refuses_to_start_with_one_line_reason(tmp_path):
+    env = {"APP_ENV": "production", "PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "allmine_auth: refusing to start: SECRET_KEY must be set to a random value of at least 32 characters"
+    ]
+
+
+def test_bad_number_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("OTP_RESEND_INTERVAL", "soon")
+    with pytest.raises(ConfigError, match="OTP_RESEND_INTERVAL must be a whole number, got 'soon'"):
+        config.env_int("OTP_RESEND_INTERVAL", 60)
+
+
+def test_resend_interval_is_read_from_the_environment():
+    code = "import config; print(config.Config.OTP_RESEND_INTERVAL, config.Config.REFRESH_TOKEN_REUSE_INTERVAL)"
+    env = {"OTP_RESEND_INTERVAL": "42", "REFRESH_TOKEN_REUSE_INTERVAL": "7", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.BASE_DIR)
+    assert result.stdout.split() == ["42", "7"]
+
+
+def test_test_destinations_are_parsed():
+    assert config.parse_test_destinations("+905550000001=1234@2027-01-31, a@b.co=0000") == {
+        "+905550000001": ("1234", config.date(2027, 1, 31)),
+        "a@b.co": ("0000", None),
+    }
+    with pytest.raises(ConfigError, match="OTP_TEST_DESTINATIONS"):
+        config.parse_test_destinations("+905550000001=12")
+
+
+def test_healthz(client):
+    assert_envelope(client.get("/healthz"), 200, {"status": "ok"})
+
+
+def test_readyz_checks_the_database(client, app):
+    data = assert_envelope(client.get("/readyz"), 200)
+    assert data["status"] == "ok"
+    assert data["checks"]["database"] == "ok"
+    if app.config["REDIS_URL"]:
+        assert data["checks"]["redis"] == "ok"
+
+
+def test_readyz_answers_503_when_the_database_is_gone(make_app, tmp_path):
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/x.db")
+    assert_error(app.test_client().get("/readyz"), 503, "Service unavailable", "database: not answering")
+
+
+def test_readyz_answers_503_when_redis_is_gone(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    with app.app_context():
+        db.create_all()
+    assert_error(app.test_client().get("/readyz"), 503, "Service unavailable", "redis: not answering")
+
+
+def test_spec_lists_every_route(client, app):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["info"]["title"] == "Allmine API"
+    assert spec["openapi"].startswith("3.0")
+    assert [server["description"] for server in spec["servers"]] == ["Production", "Development"]
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert "Authentication" in [tag["name"] for tag in spec["tags"]]
+    documented = {(path, method.upper()) for path, item in spec["paths"].items() for method in item}
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "api-docs.openapi_json", "api-docs.openapi_swagger_ui") or (
+            rule.endpoint.startswith("swagger_ui_assets")
+        ):
+            continue
+        path = str(rule).replace("<uuid:", "{").replace("<", "{").replace(">", "}")
+        routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert routed <= documented, routed - documented
+
+
+def test_spec_carries_the_seed_summaries_and_warning(client):
+    spec = client.get("/openapi.json").get_json()
+    send = spec["paths"]["/api/v1/auth/send-otp"]["post"]
+    assert send["summary"] == "Doğrulama kodu gönder"
+    assert send["description"].startswith("**Production uyarisi:** Bu endpoint veri degistirir")
+    assert send["tags"] == ["Authentication"]
+    verify = spec["paths"]["/api/v1/auth/verify-otp"]["post"]
+    assert verify["summary"] == "Doğrulama kodu ile giriş yap"
+    assert spec["paths"]["/api/v1/auth/refresh"]["post"]["summary"] == "Access token yenile"
+    assert spec["paths"]["/api/v1/auth/logout"]["post"]["security"] == [{"bearerAuth": []}]
+    body = send["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][body]["properties"]["phoneNumber"]["example"] == "5551234567"
+
+
+def test_swagger_ui_is_served_with_its_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert b"swagger-ui-bundle.js" in page.data
+    assert b"/openapi.json" in page.data
+    with client.get("/docs/assets/swagger-ui-bundle.js") as asset:
+        assert asset.status_code == 200
+        assert len(asset.data) > 100_000
+
+
+def test_request_id_is_returned_and_accepted(client):
+    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/healthz", headers={"X-Request-ID": "bad id <x>"}).headers["X-Request-ID"]) == 32
+
+
+def test_migrations_build_the_schema_the_models_describe(app, runner, tmp_path):
+    url = f"sqlite:///{tmp_path}/migrated.db"
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
+        with app.app_context():
+            db.drop_all()
+            db.session.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+            db.session.commit()
+    env = {"DATABASE_URL": url, "APP_ENV": "development", "PATH": "/usr/bin:/bin"}
+    flask = [sys.executable, "-m", "flask", "--app", "allmine_auth", "db"]
+    for command in (["upgrade"], ["check"], ["downgrade", "base"], ["upgrade"]):
+        result = subprocess.run(flask + command, capture_output=True, text=True, env=env, cwd=config.BASE_DIR)
+        assert result.returncode == 0, result.stderr
+    assert "No new upgrade operations detected." in subprocess.run(
+        flask + ["check"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
+    ).stdout
