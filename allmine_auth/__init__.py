@@ -37,15 +37,20 @@ def register_middleware(app):
 
 def register_extensions(app):
     """Bind the extensions created in ``extensions``."""
-    from allmine_auth import models  # noqa: F401  (the models must be known to Alembic)
-    from allmine_auth.extensions import api, db, jwt, limiter, migrate
-    from allmine_auth import cache, notify
+    from allmine_auth import (
+        cache,
+        models,  # noqa: F401  (the models must be known to Alembic)
+        notify,
+    )
+    from allmine_auth.auth import keys
     from allmine_auth.auth.tokens import register_jwt_callbacks
+    from allmine_auth.extensions import api, db, jwt, limiter, migrate
 
     os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     api.init_app(app)
+    keys.init_app(app)
     jwt.init_app(app)
     register_jwt_callbacks(app)
     limiter.init_app(app)
@@ -57,14 +62,18 @@ def register_blueprints(app):
     """The API blueprints (documented) and the Swagger UI assets."""
     from flask import Blueprint
 
+    from allmine_auth.auth.keys import blp as keys_blp
     from allmine_auth.auth.routes import blp as auth_blp
-    from allmine_auth.health import blp as health_blp
     from allmine_auth.extensions import api
+    from allmine_auth.health import blp as health_blp
 
     api.register_blueprint(auth_blp)
     api.register_blueprint(health_blp)
+    api.register_blueprint(keys_blp)
     app.register_blueprint(
-        Blueprint("swagger_ui_assets", __name__, static_folder=str(swagger_ui_path), static_url_path="/docs/assets")
+        Blueprint(
+            "swagger_ui_assets", __name__, static_folder=str(swagger_ui_path), static_url_path="/docs/assets"
+        )
     )
 
 

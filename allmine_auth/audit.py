@@ -46,17 +46,23 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
     if now is not None:
         event.created_at = now
     db.session.add(event)
-    log.info("auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id)
+    log.info(
+        "auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id
+    )
     return event
 
 
 def count_events(kind, since, *, destination=None, channel=None, prefix=None):
     """How many ``kind`` events since ``since`` for a destination, a channel or a prefix."""
-    query = sa.select(sa.func.count()).select_from(AuthEvent).where(
-        AuthEvent.kind == str(kind), AuthEvent.created_at > since
+    query = (
+        sa.select(sa.func.count())
+        .select_from(AuthEvent)
+        .where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
     )
     if destination is not None:
-        query = query.where(AuthEvent.destination == destination.address, AuthEvent.channel == destination.channel)
+        query = query.where(
+            AuthEvent.destination == destination.address, AuthEvent.channel == destination.channel
+        )
     if channel is not None:
         query = query.where(AuthEvent.channel == channel)
     if prefix is not None:

@@ -7,14 +7,14 @@ error, whatever layer raised it, is rendered by ``error_response``.
 
 import functools
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import flask_smorest
 import marshmallow as ma
 from flask import g, jsonify
 from flask.json.provider import DefaultJSONProvider
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import UnsupportedMediaType
 
 from allmine_auth.errors import CONFLICT_MESSAGE, ServiceError
 
@@ -38,10 +38,10 @@ ARGUMENT_LOCATIONS = {"json", "query", "querystring", "headers", "path", "view_a
 
 def utc_timestamp(moment=None):
     """Format ``moment`` (default: now) as UTC with milliseconds and a ``Z``."""
-    moment = moment or datetime.now(timezone.utc)
+    moment = moment or datetime.now(UTC)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def envelope(status, data=None, errors=()):
@@ -130,9 +130,8 @@ class JsonArgumentsParser(FlaskParser):
 
     def load_json(self, req, schema):
         """Refuse a non-JSON body with 415 before trying to read it."""
-        if req.content_length or req.mimetype:
-            if not req.is_json:
-                raise UnsupportedMediaType()
+        if (req.content_length or req.mimetype) and not req.is_json:
+            raise UnsupportedMediaType()
         return super().load_json(req, schema)
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
@@ -209,4 +208,3 @@ class Api(flask_smorest.Api):
     def handle_http_exception(self, error):
         """Every ``HTTPException`` becomes the envelope."""
         return http_error_response(error)
-

@@ -24,7 +24,9 @@ class StatusSchema(Schema):
     """A probe's answer."""
 
     status = fields.String(required=True, metadata={"example": "ok"})
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"example": {"database": "ok"}})
+    checks = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"example": {"database": "ok"}}
+    )
 
 
 @blp.route("/healthz")

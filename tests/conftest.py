@@ -21,7 +21,9 @@ def pytest_sessionstart(session):
     database_url = os.environ.get("TEST_DATABASE_URL")
     redis_url = os.environ.get("TEST_REDIS_URL")
     if os.environ.get("TEST_REQUIRE_SERVICES") and not (database_url and redis_url):
-        pytest.exit("TEST_REQUIRE_SERVICES is set but TEST_DATABASE_URL or TEST_REDIS_URL is not", returncode=1)
+        pytest.exit(
+            "TEST_REQUIRE_SERVICES is set but TEST_DATABASE_URL or TEST_REDIS_URL is not", returncode=1
+        )
     try:
         if database_url:
             engine = sa.create_engine(database_url)
@@ -146,7 +148,9 @@ class AuthActions:
 
     def login_email(self, email="user@example.com"):
         """Send and verify an email code; return the verify data."""
-        code = self.client.post("/api/v1/auth/send-otp-email", json={"email": email}).get_json()["data"]["code"]
+        code = self.client.post("/api/v1/auth/send-otp-email", json={"email": email}).get_json()["data"][
+            "code"
+        ]
         response = self.client.post("/api/v1/auth/verify-otp-email", json={"email": email, "code": code})
         assert response.status_code == 200, response.get_json()
         return response.get_json()["data"]

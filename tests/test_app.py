@@ -86,9 +86,13 @@ def test_bad_number_setting_is_reported(monkeypatch):
 
 
 def test_resend_interval_is_read_from_the_environment():
-    code = "import config; print(config.Config.OTP_RESEND_INTERVAL, config.Config.REFRESH_TOKEN_REUSE_INTERVAL)"
+    code = (
+        "import config; print(config.Config.OTP_RESEND_INTERVAL, config.Config.REFRESH_TOKEN_REUSE_INTERVAL)"
+    )
     env = {"OTP_RESEND_INTERVAL": "42", "REFRESH_TOKEN_REUSE_INTERVAL": "7", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.BASE_DIR)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
+    )
     assert result.stdout.split() == ["42", "7"]
 
 
@@ -187,6 +191,9 @@ def test_migrations_build_the_schema_the_models_describe(app, runner, tmp_path):
     for command in (["upgrade"], ["check"], ["downgrade", "base"], ["upgrade"]):
         result = subprocess.run(flask + command, capture_output=True, text=True, env=env, cwd=config.BASE_DIR)
         assert result.returncode == 0, result.stderr
-    assert "No new upgrade operations detected." in subprocess.run(
-        flask + ["check"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
-    ).stdout
+    assert (
+        "No new upgrade operations detected."
+        in subprocess.run(
+            flask + ["check"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
+        ).stdout
+    )

@@ -1,0 +1,1 @@
+"""The Authentication API: one-time codes, logins, sessions and tokens."""

@@ -79,7 +79,10 @@ def ensure_send_allowed(destination, now):
     interval = timedelta(seconds=config["OTP_RESEND_INTERVAL"])
     if current is not None and current + interval > now:
         raise RateLimited(retry_after=seconds_until(current + interval, now))
-    for window, limit in ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"])):
+    for window, limit in (
+        (TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]),
+        (ONE_DAY, config["OTP_MAX_SENDS_24H"]),
+    ):
         if audit.count_events(Event.CODE_SENT, now - window, destination=destination) >= limit:
             oldest = audit.oldest_event_since(Event.CODE_SENT, now - window, destination)
             raise RateLimited(retry_after=seconds_until(oldest + window, now))
@@ -89,7 +92,12 @@ def store_code(destination, code, now):
     """Replace the destination's code with ``code`` and commit; a concurrent send loses with 429."""
     ttl = timedelta(seconds=code_ttl(destination.channel))
     interval = timedelta(seconds=current_app.config["OTP_RESEND_INTERVAL"])
-    values = {"code_hash": code_hmac(destination, code), "attempts": 0, "created_at": now, "expires_at": now + ttl}
+    values = {
+        "code_hash": code_hmac(destination, code),
+        "attempts": 0,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
     replaced = db.session.execute(
         sa.update(OneTimeCode)
         .where(
@@ -176,7 +184,10 @@ def record_failure(destination, client, now, burn_code_id=None):
     since = now - ONE_DAY
     if lock is not None and lock.locked_at > since:
         since = lock.locked_at
-    if audit.count_events(Event.CODE_FAILED, since, destination=destination) >= config["OTP_LOCK_AFTER_FAILURES"]:
+    if (
+        audit.count_events(Event.CODE_FAILED, since, destination=destination)
+        >= config["OTP_LOCK_AFTER_FAILURES"]
+    ):
         repeat = lock is not None and lock.locked_at > now - ONE_DAY
         count = lock.lock_count + 1 if repeat else 1
         until = now + timedelta(seconds=config["OTP_LOCK_SECONDS"] * 2 ** (count - 1))
@@ -192,7 +203,9 @@ def record_failure(destination, client, now, burn_code_id=None):
             )
         else:
             lock.locked_at, lock.locked_until, lock.lock_count = now, until, count
-        audit.record(Event.DESTINATION_LOCKED, client, destination=destination, detail=f"until {until.isoformat()}")
+        audit.record(
+            Event.DESTINATION_LOCKED, client, destination=destination, detail=f"until {until.isoformat()}"
+        )
     db.session.commit()
 
 

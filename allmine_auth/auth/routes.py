@@ -81,8 +81,10 @@ class SendPhoneCode(MethodView):
 
     decorators = [limiter.shared_limit(send_limit, scope="send")]
 
-    @blp.doc(description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
-             "Development ortamında kod response'ta döndürülür.")
+    @blp.doc(
+        description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
+        "Development ortamında kod response'ta döndürülür."
+    )
     @blp.arguments(PhoneSchema)
     @blp.response(201, PhoneCodeSentSchema)
     def post(self, args):
@@ -99,8 +101,10 @@ class SendEmailCode(MethodView):
 
     decorators = [limiter.shared_limit(send_limit, scope="send")]
 
-    @blp.doc(description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "
-             "Development ortamında kod response'ta döndürülür.")
+    @blp.doc(
+        description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "
+        "Development ortamında kod response'ta döndürülür."
+    )
     @blp.arguments(EmailSchema)
     @blp.response(201, EmailCodeSentSchema)
     def post(self, args):
@@ -116,8 +120,10 @@ class VerifyPhoneCode(MethodView):
 
     decorators = [limiter.shared_limit(verify_limit, scope="verify")]
 
-    @blp.doc(description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
-             "Yeni kullanıcılar için kayıt tamamlanması gerekir.")
+    @blp.doc(
+        description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
+        "Yeni kullanıcılar için kayıt tamamlanması gerekir."
+    )
     @blp.arguments(VerifyPhoneSchema)
     @blp.response(200, LoginSchema)
     def post(self, args):
@@ -138,8 +144,10 @@ class VerifyEmailCode(MethodView):
 
     decorators = [limiter.shared_limit(verify_limit, scope="verify")]
 
-    @blp.doc(description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
-             "Yeni kullanıcılar için kayıt tamamlanması gerekir.")
+    @blp.doc(
+        description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
+        "Yeni kullanıcılar için kayıt tamamlanması gerekir."
+    )
     @blp.arguments(VerifyEmailSchema)
     @blp.response(200, LoginSchema)
     def post(self, args):
@@ -237,4 +245,3 @@ class SessionItem(MethodView):
         """Oturumu sonlandır"""
         user_id = uuid.UUID(get_jwt()["sub"])
         return {"revokedSessions": tokens.end_session(user_id, session_id, current_client())}
-

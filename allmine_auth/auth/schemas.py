@@ -1,6 +1,6 @@
 """Request and response schemas of the auth API, with the seed documents' examples."""
 
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -22,7 +22,7 @@ class UtcDateTime(fields.Field):
         if value is None:
             return None
         if not isinstance(value, datetime):
-            value = datetime.combine(value, time(), tzinfo=timezone.utc)
+            value = datetime.combine(value, time(), tzinfo=UTC)
         return utc_timestamp(value)
 
 
@@ -51,13 +51,17 @@ class PhoneSchema(ma.Schema):
         required=True, validate=validate.Length(4, 20), metadata={"example": "5551234567"}
     )
 
-    load_destination = destination_loader(lambda data: phone_destination(data["countryCode"], data["phoneNumber"]))
+    load_destination = destination_loader(
+        lambda data: phone_destination(data["countryCode"], data["phoneNumber"])
+    )
 
 
 class EmailSchema(ma.Schema):
     """An email address."""
 
-    email = fields.String(required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"})
+    email = fields.String(
+        required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"}
+    )
 
     load_destination = destination_loader(lambda data: email_destination(data["email"]))
 
@@ -66,7 +70,10 @@ class SignupSchema(ma.Schema):
     """Where a new user came from (kept from the first login only)."""
 
     signupSource = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=100), metadata={"example": "instagram_ads"}
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=100),
+        metadata={"example": "instagram_ads"},
     )
     signupCampaign = fields.String(
         load_default=None,
@@ -123,7 +130,9 @@ class UserSchema(ma.Schema):
     availabilityStatus = attr("availability_status", metadata={"example": "available"})
     birthDate = attr("birth_date", UtcDateTime, metadata={"example": "2000-01-15T00:00:00.000Z"})
     gender = attr("gender", metadata={"example": "male"})
-    interests = attr("interests", fields.List, cls_or_instance=fields.String(), metadata={"example": ["music"]})
+    interests = attr(
+        "interests", fields.List, cls_or_instance=fields.String(), metadata={"example": ["music"]}
+    )
     expertise = attr("expertise", metadata={"example": "designer"})
     email = attr("email", metadata={"example": "user@example.com"})
     bio = attr("bio", metadata={"example": "Passionate about technology and travel"})
@@ -160,7 +169,9 @@ class TokenPairSchema(ma.Schema):
     accessToken = fields.String(attribute="access_token", required=True)
     refreshToken = fields.String(attribute="refresh_token", required=True)
     expiresIn = fields.Integer(attribute="expires_in", required=True, metadata={"example": 3600})
-    refreshExpiresIn = fields.Integer(attribute="refresh_expires_in", required=True, metadata={"example": 2592000})
+    refreshExpiresIn = fields.Integer(
+        attribute="refresh_expires_in", required=True, metadata={"example": 2592000}
+    )
 
 
 class LoginSchema(TokenPairSchema):
@@ -182,7 +193,9 @@ class LogoutQuerySchema(ma.Schema):
     scope = fields.String(
         load_default="global",
         validate=validate.OneOf(["global", "local", "others"]),
-        metadata={"description": "global: every session (default); local: this one; others: all but this one."},
+        metadata={
+            "description": "global: every session (default); local: this one; others: all but this one."
+        },
     )
 
 

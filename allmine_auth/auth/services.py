@@ -22,7 +22,9 @@ def send_code(destination, client=None):
     else:
 
         def deliver(code):
-            email_sender().send_email(destination.address, *messages.email_parts(code, code_ttl(destination.channel)))
+            email_sender().send_email(
+                destination.address, *messages.email_parts(code, code_ttl(destination.channel))
+            )
 
     return issue_code(destination, deliver, client)
 
@@ -54,6 +56,8 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         db.session.flush()
     user.last_login = now
     session, tokens = open_session(user, client, now)
-    audit.record(Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now)
+    audit.record(
+        Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
+    )
     db.session.commit()
     return user, tokens

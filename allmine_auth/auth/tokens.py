@@ -44,7 +44,9 @@ def mint_tokens(user_id, registration_complete, session, refresh_jti, now):
     """Sign an access token and a refresh token (with ``refresh_jti``) for ``session``."""
     config = current_app.config
     access_seconds = config["JWT_ACCESS_TOKEN_EXPIRES"]
-    refresh_seconds = int(min(config["JWT_REFRESH_TOKEN_EXPIRES"], (session.expires_at - now).total_seconds()))
+    refresh_seconds = int(
+        min(config["JWT_REFRESH_TOKEN_EXPIRES"], (session.expires_at - now).total_seconds())
+    )
     sid = str(session.id)
     access = create_access_token(
         identity=str(user_id),
@@ -133,11 +135,15 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
         query = query.where(Session.id == only)
     if keep is not None:
         query = query.where(Session.id != keep)
-    ended = db.session.execute(
-        query.values(revoked_at=now, revoked_reason=reason)
-        .returning(Session.id)
-        .execution_options(synchronize_session=False)
-    ).scalars().all()
+    ended = (
+        db.session.execute(
+            query.values(revoked_at=now, revoked_reason=reason)
+            .returning(Session.id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
     db.session.info.setdefault("revoked_sessions", []).extend(ended)
     return ended
 
