@@ -54,9 +54,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ServiceLogHandler(logging.StreamHandler):
+    """The service's own stderr handler (marked so a second app replaces it instead of doubling it)."""
+
+
 def configure_logging(app):
     """Log to stderr, plain or JSON lines (``LOG_JSON``), with the request id on each line."""
-    handler = logging.StreamHandler()
+    handler = ServiceLogHandler()
     handler.addFilter(RequestIdFilter())
     if app.config["LOG_JSON"]:
         handler.setFormatter(JsonFormatter())
@@ -65,7 +69,9 @@ def configure_logging(app):
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
     package_logger = logging.getLogger("allmine_auth")
-    package_logger.handlers[:] = [handler]
+    for old in [each for each in package_logger.handlers if isinstance(each, ServiceLogHandler)]:
+        package_logger.removeHandler(old)
+    package_logger.addHandler(handler)
     package_logger.setLevel(app.config["LOG_LEVEL"])
     package_logger.propagate = False
     app.before_request(assign_request_id)

@@ -72,8 +72,11 @@ def make_app():
     """Build apps with other settings, on the same storage as ``app`` (not reset); closed after the test."""
     built = []
 
-    def build(**overrides):
+    def build(fresh=False, **overrides):
+        """``fresh=True`` empties the database and Redis first (and creates the SQLite schema)."""
         built.append(create_app(make_config(**overrides)))
+        if fresh:
+            reset_storage(built[-1])
         return built[-1]
 
     yield build
@@ -84,8 +87,7 @@ def make_app():
 @pytest.fixture
 def app(config_overrides, make_app):
     """The app under test, on a fresh database."""
-    app = make_app(**config_overrides)
-    reset_storage(app)
+    app = make_app(fresh=True, **config_overrides)
     with app.app_context():
         yield app
 
@@ -135,9 +137,11 @@ class AuthActions:
         """POST send-otp and return the response."""
         return self.client.post("/api/v1/auth/send-otp", json=phone, **kwargs)
 
-    def verify(self, code, phone=PHONE, **kwargs):
-        """POST verify-otp and return the response."""
-        return self.client.post("/api/v1/auth/verify-otp", json={**phone, "code": code}, **kwargs)
+    def verify(self, code, phone=PHONE, headers=None, **fields):
+        """POST verify-otp (with any extra body ``fields``) and return the response."""
+        return self.client.post(
+            "/api/v1/auth/verify-otp", json={**phone, "code": code, **fields}, headers=headers
+        )
 
     def login(self, phone=PHONE, **extra):
         """Send and verify a code; return the verify data (tokens and user)."""

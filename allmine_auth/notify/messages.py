@@ -2,7 +2,9 @@
 
 from html import escape
 
-SMS_TEMPLATE = "Allmine doğrulama kodunuz: {code}. Kod {minutes} dakika geçerlidir. / Your Allmine code: {code}"
+SMS_TEMPLATE = (
+    "Allmine doğrulama kodunuz: {code}. Kod {minutes} dakika geçerlidir. / Your Allmine code: {code}"
+)
 EMAIL_SUBJECT = "Allmine doğrulama kodunuz / Your Allmine verification code"
 EMAIL_TEXT = """Merhaba,
 

@@ -76,15 +76,41 @@ class SmtpEmailSender(EmailSender):
         message["Date"] = formatdate(localtime=True)
         # Our own domain in the Message-ID, so it never depends on the host's name resolving.
         message["Message-ID"] = make_msgid(domain=self.envelope_from.rpartition("@")[2])
-        message.set_content(text, charset="utf-8")
-        message.add_alternative(html, subtype="html", charset="utf-8")
+        # Quoted-printable keeps the Turkish letters 7-bit clean: smtplib never announces
+        # BODY=8BITMIME, so an 8bit body would be at the mercy of every relay on the way.
+        message.set_content(text, charset="utf-8", cte="quoted-printable")
+        message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
         return message
 
     def _connect(self):
         """An open connection to the relay, TLS-wrapped from the start in ``ssl`` mode."""
         if self.security == "ssl":
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context)
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return _SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context)
+        return _SMTP(self.host, self.port, timeout=self.timeout)
+
+
+class _ClosesOnFailedConnect:
+    """Close the socket when connecting fails half-way, e.g. the relay never greets.
+
+    smtplib connects inside its constructor, so on failure the caller never
+    gets an object to close and the socket would linger until collected.
+    """
+
+    def connect(self, *args, **kwargs):
+        """Connect as smtplib does, closing the socket if that fails."""
+        try:
+            return super().connect(*args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+
+class _SMTP(_ClosesOnFailedConnect, smtplib.SMTP):
+    """``smtplib.SMTP`` that cleans up after a failed connect."""
+
+
+class _SMTP_SSL(_ClosesOnFailedConnect, smtplib.SMTP_SSL):
+    """``smtplib.SMTP_SSL`` that cleans up after a failed connect."""
 
 
 def _describe(exc):
