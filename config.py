@@ -192,11 +192,18 @@ class Config:
         """Raise ``ConfigError`` when settings can't work together; the base accepts them."""
 
 
+DEMO_PHONE = "+905372505890"
+DEMO_CODE = "1234"
+
+
 class DevelopmentConfig(Config):
-    """Local development: codes echoed, console delivery, loose limits."""
+    """Local development: codes echoed, console delivery, loose limits, the demo phone's fixed code."""
 
     ENV_NAME = "development"
     OTP_ECHO = env_bool("OTP_ECHO", True)
+    OTP_TEST_DESTINATIONS = parse_test_destinations(
+        env_str("OTP_TEST_DESTINATIONS", f"{DEMO_PHONE}={DEMO_CODE}")
+    )
     RATELIMIT_SEND = env_str("RATELIMIT_SEND", "200/hour;30/minute")
     RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "600/hour;60/minute")
     RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "1200/hour;120/minute")

@@ -1,10 +1,75 @@
-"""Operator commands: ``flask seed`` (demo data) and ``flask purge`` (expired rows)."""
+"""Operator commands: ``flask seed`` (demo data), ``flask purge`` (expired rows), ``flask audit``."""
+
+from datetime import date
 
 import click
 import sqlalchemy as sa
+from flask import current_app
 
 from allmine_auth.extensions import db
-from allmine_auth.models import OneTimeCode, Session, utcnow
+from allmine_auth.models import OneTimeCode, Session, User, utcnow
+
+DEMO_USER = {
+    "phone_e164": "+905372505890",
+    "country_code": "90",
+    "phone_number": "5372505890",
+    "name": "John",
+    "surname": "Doe",
+    "username": "johndoe123",
+    "signup_source": "instagram_ads",
+    "signup_campaign": "spring_launch_2026",
+    "profile_photo": "sample.jpg",
+    "availability_status": "available",
+    "birth_date": date(1995, 1, 15),
+    "gender": "male",
+    "interests": ["music"],
+    "expertise": "designer",
+    "email": "john.doe@example.com",
+    "email_verified": True,
+    "bio": "Passionate about technology and travel",
+    "instagram": "myinstagram",
+    "x": "mytwitterx",
+    "tiktok": "mytiktok",
+    "snapchat": "mysnapchat",
+    "facebook": "myfacebook",
+    "privacy_policy_accepted": True,
+    "privacy_policy_version": "1.2.0",
+    "terms_of_use_accepted": True,
+    "terms_of_use_version": "1.1.0",
+    "consent_form_accepted": True,
+    "consent_form_version": "1.0.0",
+    "is_registration_complete": True,
+    "followers_count": 128,
+    "following_count": 256,
+    "minute_price_in_live_stream": 1,
+    "credit_balance": 500,
+    "timezone": "Europe/Istanbul",
+}
+
+
+def seed_demo_user():
+    """Create the seed documents' example user (johndoe123) unless it exists; return it."""
+    user = db.session.scalar(sa.select(User).where(User.phone_e164 == DEMO_USER["phone_e164"]))
+    if user is None:
+        user = User(**DEMO_USER)
+        db.session.add(user)
+        db.session.commit()
+    return user
+
+
+@click.command("seed")
+def seed_command():
+    """Load the demo data (idempotent) and say how to log in with it."""
+    user = seed_demo_user()
+    click.echo(f"Demo user {user.username} ({user.phone_e164}) is ready.")
+    fixed = current_app.config["OTP_TEST_DESTINATIONS"].get(user.phone_e164)
+    if fixed is not None:
+        click.echo(
+            "Log in through Swagger UI (/docs): POST /api/v1/auth/send-otp "
+            f'{{"countryCode": "90", "phoneNumber": "{user.phone_number}"}}, '
+            f'then /api/v1/auth/verify-otp with "code": "{fixed[0]}"; '
+            "click Authorize and paste the accessToken."
+        )
 
 
 @click.command("purge")
@@ -17,12 +82,6 @@ def purge_command():
     ).rowcount
     db.session.commit()
     click.echo(f"Purged {codes} expired codes and {sessions} ended sessions.")
-
-
-@click.command("seed")
-def seed_command():
-    """Load the demo data (idempotent)."""
-    click.echo("Nothing to seed yet.")
 
 
 def register_commands(app):

@@ -45,6 +45,7 @@ class User(db.Model):
     country_code: Mapped[str | None] = mapped_column(sa.String(4))
     phone_number: Mapped[str | None] = mapped_column(sa.String(15))
     email: Mapped[str | None] = mapped_column(sa.String(254), unique=True)
+    email_verified: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str | None] = mapped_column(sa.String(100))
     surname: Mapped[str | None] = mapped_column(sa.String(100))
     username: Mapped[str | None] = mapped_column(sa.String(30))

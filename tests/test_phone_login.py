@@ -137,7 +137,7 @@ def test_the_user_object_has_every_field_of_the_seed(auth):
         "accountDeletionRequestedAt", "accountDeletionScheduledFor", "accountDeletionCancelledAt",
         "accountDeletionFinalizedAt",
     }  # fmt: skip
-    assert set(auth.login()["user"]) == seed_fields | {"id"}
+    assert set(auth.login()["user"]) == seed_fields | {"id", "isEmailVerified"}
 
 
 def test_a_returning_user_gets_the_same_account_and_keeps_the_first_signup_fields(client, auth):

@@ -65,7 +65,7 @@ def phone_destination(country_code, phone_number):
 def email_destination(email, check_deliverability=False):
     """Validate and normalise ``email``; no DNS look-up unless asked."""
     try:
-        result = validate_email(email, check_deliverability=check_deliverability)
+        result = validate_email(email.strip(), check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
         raise InvalidDestination("email", "Not a valid email address.") from exc
     return Destination(channel=EMAIL, address=result.normalized.lower())

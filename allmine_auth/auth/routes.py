@@ -8,6 +8,7 @@ from flask_jwt_extended import current_user, get_jwt, jwt_required
 
 from allmine_auth.auth import services, tokens
 from allmine_auth.auth.schemas import (
+    CompleteRegistrationSchema,
     EmailCodeSentSchema,
     EmailSchema,
     LoginSchema,
@@ -185,9 +186,9 @@ class Logout(MethodView):
         description=f"{WARNING} Kullanıcının tüm aktif oturumlarını sonlandırır. "
         "`scope=local` only this session, `scope=others` every other session.",
     )
+    @jwt_required()
     @blp.arguments(LogoutQuerySchema, location="query")
     @blp.response(200, RevokedSchema)
-    @jwt_required()
     def post(self, args):
         """Çıkış yap"""
         claims = get_jwt()
@@ -245,3 +246,21 @@ class SessionItem(MethodView):
         """Oturumu sonlandır"""
         user_id = uuid.UUID(get_jwt()["sub"])
         return {"revokedSessions": tokens.end_session(user_id, session_id, current_client())}
+
+
+@blp.route("/complete-registration")
+class CompleteRegistration(MethodView):
+    """Finish (or later update) the profile of the current user."""
+
+    @blp.doc(
+        security=BEARER,
+        description=f"{WARNING} Yeni kullanıcının kaydını tamamlar: ad, soyad, kullanıcı adı, doğum tarihi, "
+        "ilgi alanları ve sözleşme onayları. Kayıtlı kullanıcıda profili günceller. The access token's `reg` "
+        "claim changes at the next refresh.",
+    )
+    @jwt_required()
+    @blp.arguments(CompleteRegistrationSchema)
+    @blp.response(200, UserSchema)
+    def post(self, profile):
+        """Kaydı tamamla"""
+        return services.complete_registration(current_user, profile, current_client())

@@ -135,6 +135,7 @@ class UserSchema(ma.Schema):
     )
     expertise = attr("expertise", metadata={"example": "designer"})
     email = attr("email", metadata={"example": "user@example.com"})
+    isEmailVerified = attr("email_verified", fields.Boolean)
     bio = attr("bio", metadata={"example": "Passionate about technology and travel"})
     instagram = attr("instagram", metadata={"example": "myinstagram"})
     x = attr("x", metadata={"example": "mytwitterx"})
@@ -215,3 +216,105 @@ class SessionSchema(ma.Schema):
     lastUsedAt = attr("last_used_at", UtcDateTime)
     expiresAt = attr("expires_at", UtcDateTime)
     current = fields.Boolean(dump_only=True)
+
+
+USERNAME = r"^[A-Za-z0-9_.]{3,30}$"
+GENDERS = ["male", "female", "other", "prefer_not_to_say"]
+
+
+class BirthDate(fields.Date):
+    """A birth date given as ``YYYY-MM-DD`` or as a full ISO timestamp (its date counts)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and "T" in value:
+            value = value.split("T", 1)[0]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+ADULT_AGE = 18
+
+
+def age(born, today):
+    """Whole years from ``born`` to ``today`` (a 29 February birthday comes on 1 March)."""
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def must_be_true(value):
+    """Refuse a policy that is not accepted."""
+    if value is not True:
+        raise ma.ValidationError("Must be accepted.")
+
+
+class CompleteRegistrationSchema(ma.Schema):
+    """``complete-registration`` body: the profile and the acceptances."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 100), metadata={"example": "John"})
+    surname = fields.String(required=True, validate=validate.Length(1, 100), metadata={"example": "Doe"})
+    username = fields.String(
+        required=True,
+        validate=validate.Regexp(USERNAME, error="3 to 30 letters, digits, '_' or '.'."),
+        metadata={"example": "johndoe123"},
+    )
+    birthDate = BirthDate(load_default=None, allow_none=True, metadata={"example": "1995-01-15"})
+    gender = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(GENDERS))
+    email = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(3, 254),
+        metadata={"example": "john@example.com"},
+    )
+    emailCode = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^\d{4}$", error="Must be 4 digits."),
+        metadata={
+            "description": "The code sent to `email` by send-otp-email; proves the address (optional)."
+        },
+    )
+    interests = fields.List(
+        fields.String(validate=validate.Length(1, 50)),
+        load_default=list,
+        validate=validate.Length(max=20),
+        metadata={"example": ["music"]},
+    )
+    privacyPolicyAccepted = fields.Boolean(required=True, validate=must_be_true, metadata={"example": True})
+    privacyPolicyVersion = fields.String(
+        required=True, validate=validate.Length(1, 20), metadata={"example": "1.2.0"}
+    )
+    termsOfUseAccepted = fields.Boolean(required=True, validate=must_be_true, metadata={"example": True})
+    termsOfUseVersion = fields.String(
+        required=True, validate=validate.Length(1, 20), metadata={"example": "1.1.0"}
+    )
+    consentFormAccepted = fields.Boolean(load_default=False, metadata={"example": True})
+    consentFormVersion = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(1, 20), metadata={"example": "1.0.0"}
+    )
+
+    @ma.validates("birthDate")
+    def adult(self, value, **kwargs):
+        """Only adults (18 or older) may register."""
+        if value is None:
+            return
+        today = datetime.now(UTC).date()
+        if value > today:
+            raise ma.ValidationError("Must not be in the future.")
+        if age(value, today) < ADULT_AGE:
+            raise ma.ValidationError("Must be 18 or older.")
+
+    @ma.validates_schema
+    def consent_version(self, data, **kwargs):
+        """An accepted consent form names its version."""
+        if data.get("consentFormAccepted") and not data.get("consentFormVersion"):
+            raise ma.ValidationError({"consentFormVersion": ["Required when consentFormAccepted is true."]})
+        if data.get("emailCode") and not data.get("email"):
+            raise ma.ValidationError({"emailCode": ["Only with email."]})
+
+    @ma.post_load
+    def load_email(self, data, **kwargs):
+        """Normalise the email like every other email destination."""
+        if data.get("email"):
+            try:
+                data["email_destination"] = email_destination(data["email"])
+            except InvalidDestination as exc:
+                raise ma.ValidationError({"email": [exc.message]}) from exc
+        return data

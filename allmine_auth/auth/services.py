@@ -1,12 +1,16 @@
 """Login and profile rules, on plain values: no request object reaches this module."""
 
+from datetime import timedelta
+
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
-from allmine_auth.auth.destinations import SMS
+from allmine_auth.auth.destinations import EMAIL, SMS
 from allmine_auth.auth.otp import code_ttl, consume_code, issue_code
 from allmine_auth.auth.tokens import open_session
+from allmine_auth.errors import Conflict
 from allmine_auth.extensions import db
 from allmine_auth.models import User, utcnow
 from allmine_auth.notify import email_sender, messages, sms_sender
@@ -44,6 +48,11 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     now = utcnow()
     consume_code(destination, code, client, now=now)
     user = user_for_destination(destination)
+    if user is not None and destination.channel == EMAIL and not user.email_verified:
+        # An address typed into a profile but never proven gives way to the person who proves it.
+        user.email = None
+        db.session.flush()
+        user = None
     if user is None:
         user = User(signup_source=signup_source, signup_campaign=signup_campaign, created_at=now)
         if destination.channel == SMS:
@@ -51,7 +60,7 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
             user.country_code = destination.country_code
             user.phone_number = destination.national_number
         else:
-            user.email = destination.address
+            user.email, user.email_verified = destination.address, True
         db.session.add(user)
         db.session.flush()
     user.last_login = now
@@ -61,3 +70,68 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     )
     db.session.commit()
     return user, tokens
+
+
+USERNAME_CHANGE_INTERVAL = timedelta(days=30)
+
+
+def username_owner(username):
+    """The id of the account holding ``username`` (case-insensitive), or ``None``."""
+    return db.session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower()))
+
+
+def email_owner(address):
+    """The id of the account holding the email ``address``, or ``None``."""
+    return db.session.scalar(sa.select(User.id).where(User.email == address))
+
+
+def complete_registration(user, profile, client=None):
+    """Fill in the profile and the acceptances, and mark the registration complete.
+
+    Called again on a complete account it updates the profile. A username
+    taken by another account (case-insensitive), an email held by another
+    account, and a second username change within 30 days are each a 409.
+    An email comes with ``emailCode`` (a code sent by send-otp-email) to be
+    verified, and a verified email logs in to this same account.
+    """
+    now = utcnow()
+    username = profile["username"]
+    renaming = username != user.username
+    if renaming and username_owner(username) not in (None, user.id):
+        raise Conflict()
+    changing_username = renaming and user.is_registration_complete and user.username is not None
+    last_change = user.last_username_change_date
+    if changing_username and last_change is not None and last_change + USERNAME_CHANGE_INTERVAL > now:
+        raise Conflict("username: Can be changed once in 30 days.")
+    destination = profile.get("email_destination")
+    new_email = destination is not None and destination.address != user.email
+    if new_email and email_owner(destination.address) is not None:
+        raise Conflict()
+    if profile.get("emailCode"):
+        # Checked before anything changes: a wrong code commits its failure record, nothing else.
+        consume_code(destination, profile["emailCode"], client, now=now)
+    if changing_username:
+        user.last_username_change_date = now
+    user.username = username
+    if new_email:
+        user.email, user.email_verified = destination.address, False
+    if profile.get("emailCode"):
+        user.email_verified = True
+    user.name, user.surname = profile["name"], profile["surname"]
+    user.birth_date, user.gender, user.interests = (
+        profile["birthDate"],
+        profile["gender"],
+        profile["interests"],
+    )
+    user.privacy_policy_accepted = user.terms_of_use_accepted = True
+    user.privacy_policy_version = profile["privacyPolicyVersion"]
+    user.terms_of_use_version = profile["termsOfUseVersion"]
+    user.consent_form_accepted = profile["consentFormAccepted"]
+    user.consent_form_version = profile["consentFormVersion"]
+    user.is_registration_complete = True
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict() from None
+    return user
