@@ -179,6 +179,7 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
     RATELIMIT_KEY_PREFIX = "allmine-auth"
     RATELIMIT_SEND = env_str("RATELIMIT_SEND", "20/hour;5/minute")
     RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "60/hour;10/minute")
@@ -186,6 +187,7 @@ class Config:
     SMS_ALLOWED_COUNTRIES = env_list("SMS_ALLOWED_COUNTRIES", ["TR"])
     SMS_GLOBAL_HOURLY_BUDGET = env_int("SMS_GLOBAL_HOURLY_BUDGET", 5000)
     SMS_PREFIX_HOURLY_BUDGET = env_int("SMS_PREFIX_HOURLY_BUDGET", 500)
+    SMS_PREFIX_BREAKER_SECONDS = env_int("SMS_PREFIX_BREAKER_SECONDS", 3600)
 
     @classmethod
     def check(cls):
@@ -216,8 +218,8 @@ class TestingConfig(Config):
     TESTING = True
     SQLALCHEMY_DATABASE_URI = env_str("TEST_DATABASE_URL", "sqlite://")
     REDIS_URL = env_str("TEST_REDIS_URL")
-    RATELIMIT_STORAGE_URI = "memory://"
-    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = env_str("TEST_REDIS_URL", "memory://")
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", False)
     OTP_ECHO = True
     OTP_TEST_DESTINATIONS = {}
     JWT_SECRET_KEY = "testing-secret-key-that-is-long-enough-0123456789"

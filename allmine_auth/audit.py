@@ -70,16 +70,13 @@ def count_events(kind, since, *, destination=None, channel=None, prefix=None):
     return db.session.scalar(query)
 
 
-def oldest_event_since(kind, since, destination):
-    """The time of the oldest ``kind`` event for ``destination`` after ``since`` (for Retry-After)."""
-    return db.session.scalar(
-        sa.select(AuthEvent.created_at)
-        .where(
-            AuthEvent.kind == str(kind),
-            AuthEvent.created_at > since,
-            AuthEvent.destination == destination.address,
-            AuthEvent.channel == destination.channel,
+def oldest_event_since(kind, since, destination=None, *, channel=None):
+    """When the oldest ``kind`` event after ``since`` happened, for a destination or channel (Retry-After)."""
+    query = sa.select(AuthEvent.created_at).where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
+    if destination is not None:
+        query = query.where(
+            AuthEvent.destination == destination.address, AuthEvent.channel == destination.channel
         )
-        .order_by(AuthEvent.created_at)
-        .limit(1)
-    )
+    if channel is not None:
+        query = query.where(AuthEvent.channel == channel)
+    return db.session.scalar(query.order_by(AuthEvent.created_at).limit(1))

@@ -1,5 +1,6 @@
-"""Operator commands: ``flask seed`` (demo data), ``flask purge`` (expired rows), ``flask audit``."""
+"""Operator commands: ``flask seed`` (demo data), ``flask purge`` (expired rows), ``flask audit`` (events)."""
 
+import uuid
 from datetime import date
 
 import click
@@ -7,7 +8,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from allmine_auth.extensions import db
-from allmine_auth.models import OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, OneTimeCode, Session, User, utcnow
 
 DEMO_USER = {
     "phone_e164": "+905372505890",
@@ -84,7 +85,43 @@ def purge_command():
     click.echo(f"Purged {codes} expired codes and {sessions} ended sessions.")
 
 
+@click.command("audit")
+@click.option("--user", "user_ref", help="A user id, phone number (E.164) or email address.")
+@click.option("--destination", help="A phone number (E.164) or email address codes were sent to.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def audit_command(user_ref, destination, limit):
+    """Show the recent authentication events of a user or a destination, newest first."""
+    if not user_ref and not destination:
+        raise click.UsageError("give --user or --destination")
+    query = sa.select(AuthEvent).order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc()).limit(limit)
+    conditions = []
+    if destination:
+        conditions.append(AuthEvent.destination == destination.strip().lower())
+    if user_ref:
+        user = find_user(user_ref)
+        if user is None:
+            raise click.ClickException(f"no user {user_ref!r}")
+        conditions.append(AuthEvent.user_id == user.id)
+        conditions += [AuthEvent.destination == value for value in (user.phone_e164, user.email) if value]
+    for event in db.session.scalars(query.where(sa.or_(*conditions))):
+        click.echo(
+            f"{event.created_at.isoformat(timespec='seconds')}  {event.kind:<18} "
+            f"{event.destination or '-':<28} user={event.user_id or '-'} ip={event.ip or '-'} "
+            f"{event.detail or ''}".rstrip()
+        )
+
+
+def find_user(reference):
+    """The user a CLI argument names: an id, a phone number in E.164, or an email address."""
+    try:
+        return db.session.get(User, uuid.UUID(reference))
+    except ValueError:
+        column = User.email if "@" in reference else User.phone_e164
+        return db.session.scalar(sa.select(User).where(column == reference.strip().lower()))
+
+
 def register_commands(app):
     """Add the commands to ``flask``."""
     app.cli.add_command(seed_command)
     app.cli.add_command(purge_command)
+    app.cli.add_command(audit_command)

@@ -147,6 +147,7 @@ class AuthEvent(db.Model):
     __table_args__ = (
         sa.Index("ix_auth_events_destination", "destination", "kind", "created_at"),
         sa.Index("ix_auth_events_kind_created", "kind", "created_at"),
+        sa.Index("ix_auth_events_prefix", "prefix", "kind", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)

@@ -8,6 +8,8 @@ import uuid
 from flask import g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Ours, and flask-limiter's (it says when its Redis storage fails and it falls back to memory).
+SERVICE_LOGGERS = ("allmine_auth", "flask-limiter")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -68,11 +70,12 @@ def configure_logging(app):
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
-    package_logger = logging.getLogger("allmine_auth")
-    for old in [each for each in package_logger.handlers if isinstance(each, ServiceLogHandler)]:
-        package_logger.removeHandler(old)
-    package_logger.addHandler(handler)
-    package_logger.setLevel(app.config["LOG_LEVEL"])
-    package_logger.propagate = False
+    for name in SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [each for each in logger.handlers if isinstance(each, ServiceLogHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(app.config["LOG_LEVEL"])
+        logger.propagate = False
     app.before_request(assign_request_id)
     app.after_request(expose_request_id)

@@ -129,17 +129,20 @@ def discard_code(destination, code_hash):
     )
 
 
-def issue_code(destination, deliver, client=None, *, now=None):
+def issue_code(destination, deliver, client=None, *, now=None, guard=None):
     """Draw, store and deliver a code for ``destination``; return the code.
 
     ``deliver(code)`` hands the code to the SMS or email sender. A test
-    destination gets its fixed code and nothing is sent. When delivery fails
+    destination gets its fixed code and nothing is sent; any other first
+    passes ``guard(destination, client, now)`` (the SMS budgets). When delivery fails
     the stored code is removed again, so no usable code is left behind.
     """
     now = now or utcnow()
     fixed = test_code_for(destination, now)
     if fixed is not None:
         return fixed
+    if guard is not None:
+        guard(destination, client, now)
     ensure_send_allowed(destination, now)
     code = f"{secrets.randbelow(10_000):04d}"
     code_hash = store_code(destination, code, now)

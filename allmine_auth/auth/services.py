@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
+from allmine_auth.auth.abuse import guard_sms_send
 from allmine_auth.auth.destinations import EMAIL, SMS
 from allmine_auth.auth.otp import code_ttl, consume_code, issue_code
 from allmine_auth.auth.tokens import open_session
@@ -18,19 +19,19 @@ from allmine_auth.notify import email_sender, messages, sms_sender
 
 def send_code(destination, client=None):
     """Issue a code for ``destination`` and deliver it by SMS or email; return the code."""
+    ttl = code_ttl(destination.channel)
     if destination.channel == SMS:
-
-        def deliver(code):
-            sms_sender().send_sms(destination.address, messages.sms_text(code, code_ttl(destination.channel)))
-
-    else:
-
-        def deliver(code):
-            email_sender().send_email(
-                destination.address, *messages.email_parts(code, code_ttl(destination.channel))
-            )
-
-    return issue_code(destination, deliver, client)
+        return issue_code(
+            destination,
+            lambda code: sms_sender().send_sms(destination.address, messages.sms_text(code, ttl)),
+            client,
+            guard=guard_sms_send,
+        )
+    return issue_code(
+        destination,
+        lambda code: email_sender().send_email(destination.address, *messages.email_parts(code, ttl)),
+        client,
+    )
 
 
 def user_for_destination(destination):

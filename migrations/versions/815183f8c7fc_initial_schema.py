@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 548b7d6726c6
+Revision ID: 815183f8c7fc
 Revises:
-Create Date: 2026-11-21 23:54:24.209680
+Create Date: 2026-11-21 23:57:08.018027
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '548b7d6726c6'
+revision = '815183f8c7fc'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -35,6 +35,7 @@ def upgrade():
     with op.batch_alter_table('auth_events', schema=None) as batch_op:
         batch_op.create_index('ix_auth_events_destination', ['destination', 'kind', 'created_at'], unique=False)
         batch_op.create_index('ix_auth_events_kind_created', ['kind', 'created_at'], unique=False)
+        batch_op.create_index('ix_auth_events_prefix', ['prefix', 'kind', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_auth_events_user_id'), ['user_id'], unique=False)
 
     op.create_table('destination_locks',
@@ -149,6 +150,7 @@ def downgrade():
     op.drop_table('destination_locks')
     with op.batch_alter_table('auth_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_auth_events_user_id'))
+        batch_op.drop_index('ix_auth_events_prefix')
         batch_op.drop_index('ix_auth_events_kind_created')
         batch_op.drop_index('ix_auth_events_destination')
 
