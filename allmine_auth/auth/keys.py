@@ -12,11 +12,13 @@ import json
 from pathlib import Path
 
 import flask_smorest
+import jwt as pyjwt
 import marshmallow as ma
 from cryptography.hazmat.primitives import serialization
 from flask import current_app
 from flask.views import MethodView
 from jwt.algorithms import get_default_algorithms
+from jwt.exceptions import InvalidKeyError
 
 from allmine_auth.extensions import jwt
 from config import ConfigError
@@ -63,8 +65,13 @@ def init_app(app):
     private_pem = read_key_file("JWT_PRIVATE_KEY_FILE", app.config["JWT_PRIVATE_KEY_FILE"])
     try:
         private_key = serialization.load_pem_private_key(private_pem, password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConfigError("JWT_PRIVATE_KEY_FILE is not an unencrypted PEM private key") from exc
+    try:
+        pyjwt.encode({}, private_pem, algorithm=algorithm)
+    except (InvalidKeyError, TypeError, ValueError, AttributeError) as exc:
+        kind = type(private_key).__name__.removeprefix("_")
+        raise ConfigError(f"JWT_PRIVATE_KEY_FILE holds a {kind}, which can't sign {algorithm}") from exc
     public_pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -130,7 +130,9 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     commit by ``forget_sessions``, which ``commit_revocation`` does for you.
     """
     now = now or utcnow()
-    query = sa.update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    query = sa.update(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+    )
     if only is not None:
         query = query.where(Session.id == only)
     if keep is not None:
@@ -186,7 +188,10 @@ def session_expiry(sid):
     expiry = row.expires_at.timestamp() if row is not None and row.revoked_at is None else 0.0
     if client is not None:
         try:
-            client.set(key, repr(expiry) if expiry else REVOKED, ex=current_app.config["SESSION_CACHE_TTL"])
+            # nx: a revocation written meanwhile by another worker must never be overwritten by this read.
+            client.set(
+                key, repr(expiry) if expiry else REVOKED, ex=current_app.config["SESSION_CACHE_TTL"], nx=True
+            )
         except redis.RedisError:
             log.warning("Redis unavailable; session state not cached")
     return expiry
