@@ -197,3 +197,12 @@ def test_migrations_build_the_schema_the_models_describe(app, runner, tmp_path):
             flask + ["check"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
         ).stdout
     )
+
+
+def test_swagger_ui_preselects_the_local_server_in_development():
+    app = create_app(config.DevelopmentConfig)
+    servers = app.test_client().get("/openapi.json").get_json()["servers"]
+    assert [server["description"] for server in servers] == ["Development", "Production"]
+    assert servers[0]["url"].startswith("http://127.0.0.1:")
+    with app.app_context():
+        db.engine.dispose()
