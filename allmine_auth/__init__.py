@@ -27,10 +27,12 @@ def create_app(config_class=None):
 
 
 def register_middleware(app):
-    """Logging with request ids, and the trusted proxy count for the client IP."""
+    """Logging with request ids, Prometheus metrics, and the trusted proxy count for the client IP."""
+    from allmine_auth import metrics
     from allmine_auth.observability import configure_logging
 
     configure_logging(app)
+    metrics.init_app(app)
     if app.config["PROXY_FIX_X_FOR"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 

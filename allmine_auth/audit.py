@@ -10,6 +10,7 @@ import logging
 
 import sqlalchemy as sa
 
+from allmine_auth import metrics
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent
 
@@ -46,6 +47,7 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
     if now is not None:
         event.created_at = now
     db.session.add(event)
+    metrics.count_event(kind)
     log.info(
         "auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id
     )

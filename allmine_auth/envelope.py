@@ -8,6 +8,7 @@ error, whatever layer raised it, is rendered by ``error_response``.
 import functools
 import logging
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 import flask_smorest
 import marshmallow as ma
@@ -185,6 +186,16 @@ class Blueprint(flask_smorest.Blueprint):
                 return func(*args, **kw)
 
             return smorest_decorator(with_status)
+
+        return decorator
+
+    def errors(self, *codes):
+        """Document the error envelopes an operation can answer (each status listed, not only ``default``)."""
+
+        def decorator(func):
+            for code in codes:
+                func = self.alt_response(code, response=HTTPStatus(code).name)(func)
+            return func
 
         return decorator
 

@@ -43,6 +43,7 @@ class Liveness(MethodView):
 class Readiness(MethodView):
     """The process can serve: the database (and Redis, when configured) answer."""
 
+    @blp.errors(503)
     @blp.response(200, StatusSchema)
     def get(self):
         """Readiness: database and Redis answer"""

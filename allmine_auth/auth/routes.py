@@ -4,7 +4,7 @@ import uuid
 
 from flask import current_app
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt, jwt_required
+from flask_jwt_extended import get_current_user, get_jwt, jwt_required
 
 from allmine_auth.auth import services, tokens
 from allmine_auth.auth.schemas import (
@@ -86,6 +86,7 @@ class SendPhoneCode(MethodView):
         description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
         "Development ortamında kod response'ta döndürülür."
     )
+    @blp.errors(400, 413, 415, 429, 500)
     @blp.arguments(PhoneSchema)
     @blp.response(201, PhoneCodeSentSchema)
     def post(self, args):
@@ -106,6 +107,7 @@ class SendEmailCode(MethodView):
         description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "
         "Development ortamında kod response'ta döndürülür."
     )
+    @blp.errors(400, 413, 415, 429, 500)
     @blp.arguments(EmailSchema)
     @blp.response(201, EmailCodeSentSchema)
     def post(self, args):
@@ -125,6 +127,7 @@ class VerifyPhoneCode(MethodView):
         description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
         "Yeni kullanıcılar için kayıt tamamlanması gerekir."
     )
+    @blp.errors(400, 401, 413, 415, 429)
     @blp.arguments(VerifyPhoneSchema)
     @blp.response(200, LoginSchema)
     def post(self, args):
@@ -149,6 +152,7 @@ class VerifyEmailCode(MethodView):
         description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
         "Yeni kullanıcılar için kayıt tamamlanması gerekir."
     )
+    @blp.errors(400, 401, 413, 415, 429)
     @blp.arguments(VerifyEmailSchema)
     @blp.response(200, LoginSchema)
     def post(self, args):
@@ -170,6 +174,7 @@ class Refresh(MethodView):
     decorators = [limiter.limit(refresh_limit)]
 
     @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
+    @blp.errors(400, 401, 413, 415, 429)
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenPairSchema)
     def post(self, args):
@@ -187,6 +192,7 @@ class Logout(MethodView):
         "`scope=local` only this session, `scope=others` every other session.",
     )
     @jwt_required()
+    @blp.errors(400, 401)
     @blp.arguments(LogoutQuerySchema, location="query")
     @blp.response(200, RevokedSchema)
     def post(self, args):
@@ -203,11 +209,12 @@ class Me(MethodView):
     """The current user."""
 
     @blp.doc(security=BEARER, description="Oturum açmış kullanıcının bilgilerini döner.")
-    @blp.response(200, UserSchema)
     @jwt_required()
+    @blp.errors(401)
+    @blp.response(200, UserSchema)
     def get(self):
         """Kullanıcı bilgilerini getir"""
-        return current_user
+        return get_current_user()
 
 
 @blp.route("/sessions")
@@ -215,8 +222,9 @@ class Sessions(MethodView):
     """The current user's active sessions."""
 
     @blp.doc(security=BEARER, description="Kullanıcının aktif oturumlarını listeler.")
-    @blp.response(200, SessionSchema(many=True))
     @jwt_required()
+    @blp.errors(401)
+    @blp.response(200, SessionSchema(many=True))
     def get(self):
         """Aktif oturumları listele"""
         claims = get_jwt()
@@ -240,8 +248,9 @@ class SessionItem(MethodView):
     """One of the current user's sessions."""
 
     @blp.doc(security=BEARER, description=f"{WARNING} Kullanıcının bir oturumunu sonlandırır.")
-    @blp.response(200, RevokedSchema)
     @jwt_required()
+    @blp.errors(401, 404)
+    @blp.response(200, RevokedSchema)
     def delete(self, session_id):
         """Oturumu sonlandır"""
         user_id = uuid.UUID(get_jwt()["sub"])
@@ -259,8 +268,9 @@ class CompleteRegistration(MethodView):
         "claim changes at the next refresh.",
     )
     @jwt_required()
+    @blp.errors(400, 401, 409, 413, 415, 429)
     @blp.arguments(CompleteRegistrationSchema)
     @blp.response(200, UserSchema)
     def post(self, profile):
         """Kaydı tamamla"""
-        return services.complete_registration(current_user, profile, current_client())
+        return services.complete_registration(get_current_user(), profile, current_client())

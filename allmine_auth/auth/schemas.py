@@ -110,9 +110,26 @@ class EmailCodeSentSchema(ma.Schema):
     code = fields.String(metadata={"example": "1234", "description": "Only in development (code echo)."})
 
 
-def attr(name, field_class=fields.String, **kwargs):
-    """A read-only field that dumps the model attribute ``name``."""
-    return field_class(attribute=name, dump_only=True, **kwargs)
+def attr(name, field_class=fields.String, *, allow_none=True, **kwargs):
+    """A read-only field that dumps the model attribute ``name`` (``null`` where unknown, by default)."""
+    return field_class(attribute=name, dump_only=True, allow_none=allow_none, **kwargs)
+
+
+def flag(name):
+    """A read-only boolean that is never ``null``."""
+    return attr(name, fields.Boolean, allow_none=False)
+
+
+def count(name):
+    """A read-only counter that is never ``null``."""
+    return attr(name, fields.Integer, allow_none=False)
+
+
+def strings(name, example):
+    """A read-only list of strings that is never ``null`` (empty when there are none)."""
+    return attr(
+        name, fields.List, cls_or_instance=fields.String(), allow_none=False, metadata={"example": example}
+    )
 
 
 class UserSchema(ma.Schema):
@@ -130,30 +147,28 @@ class UserSchema(ma.Schema):
     availabilityStatus = attr("availability_status", metadata={"example": "available"})
     birthDate = attr("birth_date", UtcDateTime, metadata={"example": "2000-01-15T00:00:00.000Z"})
     gender = attr("gender", metadata={"example": "male"})
-    interests = attr(
-        "interests", fields.List, cls_or_instance=fields.String(), metadata={"example": ["music"]}
-    )
+    interests = strings("interests", ["music"])
     expertise = attr("expertise", metadata={"example": "designer"})
     email = attr("email", metadata={"example": "user@example.com"})
-    isEmailVerified = attr("email_verified", fields.Boolean)
+    isEmailVerified = flag("email_verified")
     bio = attr("bio", metadata={"example": "Passionate about technology and travel"})
     instagram = attr("instagram", metadata={"example": "myinstagram"})
     x = attr("x", metadata={"example": "mytwitterx"})
     tiktok = attr("tiktok", metadata={"example": "mytiktok"})
     snapchat = attr("snapchat", metadata={"example": "mysnapchat"})
     facebook = attr("facebook", metadata={"example": "myfacebook"})
-    privacyPolicyAccepted = attr("privacy_policy_accepted", fields.Boolean)
+    privacyPolicyAccepted = flag("privacy_policy_accepted")
     privacyPolicyVersion = attr("privacy_policy_version", metadata={"example": "1.2.0"})
-    termsOfUseAccepted = attr("terms_of_use_accepted", fields.Boolean)
+    termsOfUseAccepted = flag("terms_of_use_accepted")
     termsOfUseVersion = attr("terms_of_use_version", metadata={"example": "1.1.0"})
-    consentFormAccepted = attr("consent_form_accepted", fields.Boolean)
+    consentFormAccepted = flag("consent_form_accepted")
     consentFormVersion = attr("consent_form_version", metadata={"example": "1.0.0"})
-    isRegistrationComplete = attr("is_registration_complete", fields.Boolean)
-    roles = attr("roles", fields.List, cls_or_instance=fields.String(), metadata={"example": ["user"]})
-    followersCount = attr("followers_count", fields.Integer)
-    followingCount = attr("following_count", fields.Integer)
-    minutePriceInLiveStream = attr("minute_price_in_live_stream", fields.Integer)
-    creditBalance = attr("credit_balance", fields.Integer)
+    isRegistrationComplete = flag("is_registration_complete")
+    roles = strings("roles", ["user"])
+    followersCount = count("followers_count")
+    followingCount = count("following_count")
+    minutePriceInLiveStream = count("minute_price_in_live_stream")
+    creditBalance = count("credit_balance")
     lastLogin = attr("last_login", UtcDateTime)
     timezone = attr("timezone", metadata={"example": "Europe/Istanbul"})
     lastUsernameChangeDate = attr("last_username_change_date", UtcDateTime)
@@ -212,9 +227,9 @@ class SessionSchema(ma.Schema):
     id = fields.UUID(dump_only=True)
     device = attr("device", metadata={"example": "Allmine/2.3 (iPhone; iOS 18.1)"})
     ip = attr("ip", metadata={"example": "203.0.113.7"})
-    createdAt = attr("created_at", UtcDateTime)
-    lastUsedAt = attr("last_used_at", UtcDateTime)
-    expiresAt = attr("expires_at", UtcDateTime)
+    createdAt = attr("created_at", UtcDateTime, allow_none=False)
+    lastUsedAt = attr("last_used_at", UtcDateTime, allow_none=False)
+    expiresAt = attr("expires_at", UtcDateTime, allow_none=False)
     current = fields.Boolean(dump_only=True)
 
 

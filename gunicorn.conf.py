@@ -1,0 +1,152 @@
+"""gunicorn settings for the service: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+Every value can be overridden without editing this file: ``WEB_CONCURRENCY``,
+``GUNICORN_BIND`` (or ``PORT``) and ``PROMETHEUS_MULTIPROC_DIR`` here, and any
+other setting through ``GUNICORN_CMD_ARGS`` (``"--threads 8 --keep-alive 65"``)
+or command-line flags, which win over this file.
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+
+from gunicorn import glogging
+
+PORT = os.environ.get("PORT", "5000")
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{PORT}")
+
+# Workers: the classic 2 x cores + 1, capped so a big host doesn't start dozens of ~60 MB processes
+# that all hold database connections (each worker has its own SQLAlchemy pool).
+MAX_WORKERS = 12
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * multiprocessing.cpu_count() + 1, MAX_WORKERS))
+
+# gthread, not sync. The database and Redis calls are short, but send-otp waits on the SMS or email
+# provider (up to NOTIFY_TIMEOUT, 10 s): a sync worker would be blocked for that whole time, so a slow
+# provider could take every worker out. With a few threads per worker the other requests go on while
+# one waits (the GIL is released during the I/O). gthread also keeps client connections alive, where
+# sync closes each one after one request, and parks idle keep-alive connections in its poller
+# instead of tying up a thread. More threads don't add CPU throughput (the GIL), so keep them few.
+worker_class = "gthread"
+threads = 4
+
+# A request may wait up to NOTIFY_TIMEOUT on a provider, so 30 s leaves ample room before the
+# arbiter kills a stuck worker. On SIGTERM, in-flight requests get graceful_timeout to finish: keep it
+# below the orchestrator's kill deadline (Kubernetes' terminationGracePeriodSeconds is 30 by default).
+timeout = 30
+graceful_timeout = 25
+# Seconds an idle keep-alive connection stays open. Behind a load balancer, set it above the
+# balancer's idle timeout (AWS ALB: 60 -> "--keep-alive 65"), else the balancer may reuse a
+# connection gunicorn is closing and answer 502.
+keepalive = 5
+
+# Restart each worker after about 100,000 requests, jittered so the workers don't all restart at once:
+# a bound on any slow leak (at a few hundred requests/s per worker, one restart every few minutes to
+# a quarter hour). Not much lower: keep-alive connections stick to a worker, so a busy one would
+# restart every few seconds, and under PROMETHEUS_MULTIPROC_DIR each worker that ever ran leaves
+# its counter files behind (that is how totals survive restarts) for every scrape to read.
+max_requests = 100000
+max_requests_jitter = 10000
+
+# preload_app stays False: each worker imports the app after the fork, so every worker opens its own
+# SQLAlchemy engine pool, Redis connections and HTTP sessions to the SMS/email providers. With
+# preload, the arbiter would build them before forking and the workers would inherit the same
+# sockets: two processes writing to one PostgreSQL connection corrupt its protocol stream. (An
+# engine can be made fork-safe with engine.dispose(close=False) in post_fork, but nothing is lost
+# here without preload except the copy-on-write memory sharing, and a start-up error still stops
+# the arbiter, since every worker fails to boot.) It also lets prometheus_client pick its
+# per-worker files by pid, which it does when the metrics are created.
+preload_app = False
+
+# gunicorn >= 25.1 opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second instance on the host (blue/green, tests, the benchmark) would take it over. Nothing here
+# uses gunicornc; signals (HUP, TTIN/TTOU, TERM) still manage the arbiter. Older versions ignore this.
+control_socket_disable = True
+
+# The heartbeat file lives in memory: on a container's overlay disk a slow write can get a
+# healthy worker killed as unresponsive.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+# Logs: errors to stderr, access lines to stdout, each access line one JSON object (see JsonAccessLogger).
+errorlog = "-"
+accesslog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# Prometheus multiprocess mode: the workers write their values to files in this directory and
+# /metrics adds them up. It must be in the environment before a worker imports prometheus_client.
+# A directory we make ourselves is removed at exit; either way it is emptied at start-up, or the
+# previous run's counts would be added to this one's.
+# (A HUP re-reads this file; the marker variable remembers that the directory is ours.)
+CREATED_DIR_MARKER = "ALLMINE_AUTH_CREATED_METRICS_DIR"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="allmine-auth-metrics-")
+    os.environ[CREATED_DIR_MARKER] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+class JsonAccessLogger(glogging.Logger):
+    """gunicorn's logger, writing each access line as one JSON object with the request id.
+
+    ``access_log_format`` can't do this safely: gunicorn pastes the atoms in
+    without escaping, so a quote in a User-Agent or URL would break the line.
+    The request id is the ``X-Request-ID`` response header the app sets.
+    """
+
+    def access(self, resp, req, environ, request_time):
+        """Log one request as a JSON line."""
+        if not getattr(self, "access_log_enabled", True):  # older gunicorn lacks the property
+            return
+        request_id = "-"
+        for name, value in resp.headers:
+            if name.lower() == "x-request-id":
+                request_id = value
+                break
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        now = time.time()
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "request_id": request_id,
+            "remote_addr": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING") or None,
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "pid": os.getpid(),
+        }
+        try:
+            self.access_log.info(json.dumps(entry, ensure_ascii=False))
+        except Exception:  # noqa: BLE001  (a bad log line must never fail the request)
+            self.exception("could not write the access log line")
+
+
+logger_class = JsonAccessLogger
+
+
+def on_starting(server):
+    """Empty the metrics directory of a previous run's files before the first worker starts."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """Tell prometheus_client a worker is gone (its live gauges are dropped, its counters kept)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if this configuration made it."""
+    created = os.environ.get(CREATED_DIR_MARKER)
+    if created and created == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(created, ignore_errors=True)

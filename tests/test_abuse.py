@@ -1,0 +1,284 @@
+"""Abuse protection: per-IP limits (shared through Redis), client IPs behind proxies, SMS budgets, audit."""
+
+import logging
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+import sqlalchemy as sa
+
+from allmine_auth import create_app
+from allmine_auth.extensions import db
+from allmine_auth.models import AuthEvent, DestinationLock
+from tests.conftest import PHONE, assert_envelope, assert_error, bearer, make_config
+from tests.fakes import free_port
+from tests.servers import gunicorn_server
+from tests.timeshift import travel
+
+SEND = "/api/v1/auth/send-otp"
+TOO_MANY = "Too many requests"
+US_PHONE = {"countryCode": "1", "phoneNumber": "2015550123"}
+DE_PHONE = {"countryCode": "49", "phoneNumber": "15123456789"}
+
+
+def phone(n):
+    return {"countryCode": "90", "phoneNumber": f"53212{n:05d}"}
+
+
+def events(kind):
+    return db.session.scalars(sa.select(AuthEvent).where(AuthEvent.kind == kind)).all()
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis server of this test's own, which the test may stop."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield url, process
+    process.kill()
+    process.wait()
+
+
+def limited_app(make_app, **overrides):
+    return make_app(fresh=True, RATELIMIT_ENABLED=True, **overrides)
+
+
+def test_verify_is_limited_per_ip(make_app):
+    app = limited_app(make_app, RATELIMIT_VERIFY="3/minute")
+    client = app.test_client()
+    with app.app_context():
+        for n in range(3):
+            body = {**phone(n), "code": "0000"}
+            assert_error(client.post("/api/v1/auth/verify-otp", json=body), 401, "Invalid or expired code")
+        response = client.post(
+            "/api/v1/auth/verify-otp-email", json={"email": "a@example.com", "code": "0000"}
+        )
+        assert_error(response, 429, TOO_MANY)
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_refresh_is_limited_per_ip(make_app):
+    app = limited_app(make_app, RATELIMIT_REFRESH="2/minute")
+    client = app.test_client()
+    with app.app_context():
+        for _ in range(2):
+            assert_error(
+                client.post("/api/v1/auth/refresh", json={"refreshToken": "x"}),
+                401,
+                "Missing or invalid token",
+            )
+        assert_error(client.post("/api/v1/auth/refresh", json={"refreshToken": "x"}), 429, TOO_MANY)
+
+
+def test_send_limits_are_shared_by_sms_and_email(make_app):
+    app = limited_app(make_app, RATELIMIT_SEND="2/minute")
+    client = app.test_client()
+    with app.app_context():
+        assert_envelope(client.post(SEND, json=phone(1)), 201)
+        assert_envelope(client.post("/api/v1/auth/send-otp-email", json={"email": "a@example.com"}), 201)
+        assert_error(client.post(SEND, json=phone(2)), 429, TOO_MANY)
+
+
+def test_limits_are_per_ip(make_app):
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute")
+    client = app.test_client()
+    with app.app_context():
+        assert_envelope(client.post(SEND, json=phone(1), environ_base={"REMOTE_ADDR": "10.0.0.1"}), 201)
+        assert_error(
+            client.post(SEND, json=phone(2), environ_base={"REMOTE_ADDR": "10.0.0.1"}), 429, TOO_MANY
+        )
+        assert_envelope(client.post(SEND, json=phone(3), environ_base={"REMOTE_ADDR": "10.0.0.2"}), 201)
+
+
+def test_a_spoofed_forwarded_for_is_ignored_without_trusted_proxies(make_app):
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute")
+    client = app.test_client()
+    with app.app_context():
+        assert_envelope(client.post(SEND, json=phone(1), headers={"X-Forwarded-For": "1.1.1.1"}), 201)
+        response = client.post(SEND, json=phone(2), headers={"X-Forwarded-For": "2.2.2.2"})
+        assert_error(response, 429, TOO_MANY)
+        assert events("code_sent")[0].ip == "127.0.0.1"
+
+
+def test_behind_one_trusted_proxy_the_client_is_the_address_it_saw(make_app):
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute", PROXY_FIX_X_FOR=1)
+    client = app.test_client()
+    with app.app_context():
+        spoofed = {"X-Forwarded-For": "6.6.6.1, 203.0.113.9"}
+        assert_envelope(client.post(SEND, json=phone(1), headers=spoofed), 201)
+        again = {"X-Forwarded-For": "6.6.6.2, 203.0.113.9"}
+        assert_error(client.post(SEND, json=phone(2), headers=again), 429, TOO_MANY)
+        other = {"X-Forwarded-For": "203.0.113.10"}
+        assert_envelope(client.post(SEND, json=phone(3), headers=other), 201)
+        assert [event.ip for event in events("code_sent")] == ["203.0.113.9", "203.0.113.10"]
+
+
+def test_sms_only_goes_to_allowed_countries(client, caplog):
+    caplog.set_level(logging.WARNING, "allmine_auth")
+    response = client.post(SEND, json=US_PHONE)
+    assert_error(response, 400, "Validation failed", "countryCode: SMS to this country is not available.")
+    (refused,) = events("send_refused")
+    assert (refused.destination, refused.detail) == ("+12015550123", "country US not allowed")
+    assert events("code_sent") == []
+    assert "SMS send refused (country US not allowed) for +12015550123" in caplog.text
+
+
+def test_the_allowlist_is_configurable_and_test_destinations_pass_it(make_app):
+    app = make_app(
+        fresh=True, SMS_ALLOWED_COUNTRIES=["TR", "DE"], OTP_TEST_DESTINATIONS={"+12015550123": ("7777", None)}
+    )
+    client = app.test_client()
+    with app.app_context():
+        assert_envelope(client.post(SEND, json=DE_PHONE), 201)
+        assert assert_envelope(client.post(SEND, json=US_PHONE), 201)["code"] == "7777"
+
+
+def test_the_global_hourly_sms_budget(make_app, caplog):
+    caplog.set_level(logging.WARNING, "allmine_auth")
+    app = make_app(fresh=True, SMS_GLOBAL_HOURLY_BUDGET=2)
+    client = app.test_client()
+    with app.app_context():
+        for n in range(2):
+            assert_envelope(client.post(SEND, json=phone(n)), 201)
+        response = client.post(SEND, json=phone(9))
+        assert_error(response, 429, TOO_MANY)
+        assert 3590 <= int(response.headers["Retry-After"]) <= 3600
+        assert "global budget" in caplog.text
+        assert_envelope(client.post("/api/v1/auth/send-otp-email", json={"email": "a@example.com"}), 201)
+        travel(3601)
+        assert_envelope(client.post(SEND, json=phone(9)), 201)
+
+
+def test_a_prefix_over_budget_trips_its_circuit_breaker(make_app, caplog):
+    caplog.set_level(logging.WARNING, "allmine_auth")
+    app = make_app(fresh=True, SMS_PREFIX_HOURLY_BUDGET=2, SMS_ALLOWED_COUNTRIES=["TR", "DE"])
+    client = app.test_client()
+    with app.app_context():
+        for n in range(2):
+            assert_envelope(client.post(SEND, json=phone(n)), 201)
+        response = client.post(SEND, json=phone(5))
+        assert_error(response, 429, TOO_MANY)
+        assert 3590 <= int(response.headers["Retry-After"]) <= 3600
+        assert "SMS circuit breaker opened for +90" in caplog.text
+        assert db.session.get(DestinationLock, ("sms-prefix", "+90")) is not None
+        assert_envelope(client.post(SEND, json=DE_PHONE), 201)
+        travel(1800)
+        assert_error(client.post(SEND, json=phone(6)), 429, TOO_MANY)
+        travel(1801)
+        assert_envelope(client.post(SEND, json=phone(6)), 201)
+
+
+def test_the_audit_trail_records_a_whole_login_and_never_the_code(client, auth, runner):
+    code = auth.send().get_json()["data"]["code"]
+    assert_error(auth.verify(f"{(int(code) + 1) % 10_000:04d}"), 401, "Invalid or expired code")
+    data = assert_envelope(auth.verify(code, headers={"User-Agent": "Allmine/2.0 (iOS)"}), 200)
+    travel(1)
+    client.post("/api/v1/auth/refresh", json={"refreshToken": data["refreshToken"]})
+    travel(20)
+    client.post("/api/v1/auth/refresh", json={"refreshToken": data["refreshToken"]})
+    second = auth.login(phone(2))
+    client.post("/api/v1/auth/logout", headers=bearer(second["accessToken"]))
+    rows = db.session.scalars(sa.select(AuthEvent).order_by(AuthEvent.id)).all()
+    assert [row.kind for row in rows] == [
+        "code_sent", "code_failed", "login", "refresh", "reuse_detected", "code_sent", "login", "logout",
+    ]  # fmt: skip
+    login = rows[2]
+    assert (login.destination, login.ip, login.user_agent) == (
+        "+905321234567",
+        "127.0.0.1",
+        "Allmine/2.0 (iOS)",
+    )
+    assert str(login.user_id) == data["user"]["id"]
+    for row in rows:
+        assert code not in " ".join(str(value) for value in row.__dict__.values())
+    output = runner.invoke(args=["audit", "--user", data["user"]["id"]]).output.splitlines()
+    assert [line.split()[1] for line in output] == [
+        "reuse_detected",
+        "refresh",
+        "login",
+        "code_failed",
+        "code_sent",
+    ]
+    by_phone = runner.invoke(
+        args=["audit", "--destination", "+905321234567", "--limit", "2"]
+    ).output.splitlines()
+    assert [line.split()[1] for line in by_phone] == ["login", "code_failed"]
+    assert runner.invoke(args=["audit"]).exit_code == 2
+
+
+def test_lockouts_and_failed_deliveries_are_audited(client, auth):
+    for _ in range(10):
+        auth.verify("0000")
+    assert [event.kind for event in events("destination_locked")] == ["destination_locked"]
+    assert len(events("code_failed")) == 10
+
+
+def test_limits_fall_back_to_memory_when_redis_goes_away(make_app, private_redis, caplog):
+    url, process = private_redis
+    caplog.set_level(logging.WARNING, "flask-limiter")
+    app = limited_app(make_app, RATELIMIT_STORAGE_URI=url, RATELIMIT_SEND="2/minute")
+    client = app.test_client()
+    with app.app_context():
+        assert_envelope(client.post(SEND, json=phone(1)), 201)
+        process.kill()
+        process.wait()
+        assert_envelope(client.post(SEND, json=phone(2)), 201)
+        assert "falling back to in-memory storage" in caplog.text
+        assert_envelope(client.post(SEND, json=phone(3)), 201)
+        assert_error(client.post(SEND, json=phone(4)), 429, TOO_MANY)
+
+
+def test_limits_hold_across_two_gunicorn_workers_on_redis(app, tmp_path, private_redis):
+    url, _ = private_redis
+    database = app.config["SQLALCHEMY_DATABASE_URI"]
+    if database.startswith("sqlite"):
+        database = f"sqlite:///{tmp_path}/shared.db"
+        shared = create_app(make_config(SQLALCHEMY_DATABASE_URI=database))
+        with shared.app_context():
+            db.create_all()
+            db.engine.dispose()
+    env = {
+        "TEST_DATABASE_URL": database,
+        "TEST_REDIS_URL": url,
+        "RATELIMIT_ENABLED": "true",
+        "RATELIMIT_SEND": "4/minute",
+    }
+    with gunicorn_server(env) as first, gunicorn_server(env) as second:
+        servers = [first, second] * 5
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            statuses = list(
+                pool.map(
+                    lambda n: requests.post(f"{servers[n]}{SEND}", json=phone(n), timeout=10).status_code,
+                    range(10),
+                )
+            )
+    assert sorted(statuses) == [201] * 4 + [429] * 6
+
+
+def test_the_same_number_counts_once_for_the_prefix(client):
+    assert_envelope(client.post(SEND, json=PHONE), 201)
+    assert [event.prefix for event in events("code_sent")] == ["+90"]

@@ -1,0 +1,233 @@
+"""Fuzz every operation of the OpenAPI spec with schemathesis, in-process, and hold the answers to it.
+
+For each operation, Hypothesis draws requests in three phases: from the
+spec's own examples, schema-valid (positive) and, where the operation takes
+any input, schema-invalid (negative). Each answer must:
+
+- not be a 5xx;
+- conform to the spec: its status is documented for the operation, explicitly
+  (``default`` alone doesn't count: the apps' developers read the listed codes),
+  with the documented content type, body schema and headers;
+- reject schema-invalid input with a 4xx (``negative_data_rejection``; 413 for
+  a body over ``MAX_CONTENT_LENGTH`` counts as a rejection), and a missing
+  token with 401 (``ignored_auth`` re-sends without it);
+- under ``/api/v1``, be the envelope with ``statusCode`` equal to the HTTP status.
+
+``positive_data_acceptance`` is left out on purpose: a schema can't say "a
+real phone number for this country", so schema-valid phone numbers are
+rightly refused with 400. Random data can't guess a code or a refresh token
+either, so ``test_the_login_flow_conforms_to_the_spec`` walks the happy path.
+
+Why in-process (schemathesis' WSGI transport) and not against gunicorn: no
+port, no subprocess, a fresh database per operation from the usual fixtures,
+tracebacks in the test output, and many more examples per second on this
+2-core machine; gunicorn itself is exercised by ``tests/test_metrics.py``.
+Operations that need a token get a fresh login per example (a user of their
+own, so ``logout`` can't spoil the next example). Runs are derandomized, so a
+failure reproduces exactly; raise ``FUZZ_EXAMPLES`` to search further.
+
+(schemathesis' own pytest loaders aren't used: ``from_fixture`` fails on
+pytest 9's nodes, and a module-level schema would need a module-level database.
+Driving Hypothesis with ``operation.as_strategy()`` is schemathesis' documented
+alternative.)
+"""
+
+import itertools
+import os
+import re
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS, load_all_checks
+
+from allmine_auth import create_app
+from tests.conftest import bearer, close_app, make_config, reset_storage
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+CHECK_NAMES = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+    "ignored_auth",
+)
+# schemathesis' default list plus 413: an over-long string can make the body exceed MAX_CONTENT_LENGTH.
+REJECTION_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+ENVELOPE_KEYS = {"isSuccess", "statusCode", "data", "errors", "timestamp"}
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+SPEC_EXAMPLES = "examples"
+PHONES = itertools.count(1_000_000)
+
+
+def load_schema(app):
+    """The app's spec as a schemathesis schema: 413 counts as a rejection, tokens from fresh logins."""
+    config = schemathesis.Config.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": REJECTION_STATUSES}}}
+    )
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=config)
+
+    # Through schemathesis' auth hook (not a header of our own): it leaves the token out exactly
+    # when a negative case is about a missing token, and ignored_auth knows what to take away.
+    @schema.auth(refresh_interval=None)
+    class FreshLogin:
+        def get(self, case, context):
+            return fresh_access_token(app) if case.operation.definition.raw.get("security") else None
+
+        def set(self, case, data, context):
+            if data is not None:
+                case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    return schema
+
+
+def spec_cases():
+    """``(METHOD, path, phase)`` for every operation, read from the spec once at collection."""
+    app = create_app(make_config())
+    schema = load_schema(app)
+    cases = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        raw = operation.definition.raw
+        method = operation.method.upper()
+        phases = [GenerationMode.POSITIVE]
+        # Without any input there is nothing to make invalid.
+        if raw.get("parameters") or raw.get("requestBody") or operation.path_parameters:
+            phases.append(GenerationMode.NEGATIVE)
+        if schema.get_strategies_from_examples(operation):
+            phases.append(SPEC_EXAMPLES)
+        for phase in phases:
+            cases.append(pytest.param(method, operation.path, phase, id=f"{method} {operation.path} {phase}"))
+    close_app(app)
+    return cases
+
+
+def envelope_check(ctx, response, case):
+    """Every answer under /api/v1 is the envelope, ``statusCode`` equal to the HTTP status."""
+    if not case.operation.path.startswith("/api/v1/"):
+        return None
+    assert_envelope(response.json(), response.status_code)
+    return True
+
+
+def assert_envelope(body, status):
+    """``body`` is the envelope of an answer with ``status``."""
+    assert isinstance(body, dict) and set(body) == ENVELOPE_KEYS, f"not the envelope: {body!r}"
+    assert body["statusCode"] == status, f"statusCode {body['statusCode']} != HTTP status {status}"
+    assert body["isSuccess"] is (status < 400)
+    assert TIMESTAMP.match(body["timestamp"]), f"timestamp {body['timestamp']!r}"
+    if status >= 400:
+        assert body["data"] is None and body["errors"], f"an error needs errors and no data: {body!r}"
+    else:
+        assert body["errors"] == [], f"a success has no errors: {body!r}"
+
+
+def status_explicitly_documented(ctx, response, case):
+    """The answer's status is listed for the operation, not only covered by ``default``."""
+    assert_status_listed(case.operation, response.status_code)
+    return True
+
+
+def assert_status_listed(operation, status):
+    """``status`` is one of the operation's listed responses (``default`` aside)."""
+    documented = set(operation.definition.raw["responses"]) - {"default"}
+    assert str(status) in documented or f"{str(status)[0]}XX" in documented, (
+        f"{operation.label} answered {status}, documented only as 'default' "
+        f"(listed: {', '.join(sorted(documented))})"
+    )
+
+
+def checks():
+    """The built-in checks by name, then ours."""
+    load_all_checks()
+    return [*CHECKS.get_by_names(CHECK_NAMES), envelope_check, status_explicitly_documented]
+
+
+@pytest.fixture
+def fuzz_app():
+    """An app on a fresh database, without a pushed context: each request gets its own, as in production."""
+    app = create_app(make_config())
+    reset_storage(app)
+    yield app
+    close_app(app)
+
+
+def fresh_login(app):
+    """Log a brand-new user in through the endpoints; return the phone and the verify answer's data."""
+    client = app.test_client()
+    phone = {"countryCode": "90", "phoneNumber": f"532{next(PHONES):07d}"}
+    sent = client.post("/api/v1/auth/send-otp", json=phone)
+    assert sent.status_code == 201, sent.get_json()
+    login = client.post("/api/v1/auth/verify-otp", json={**phone, "code": sent.get_json()["data"]["code"]})
+    assert login.status_code == 200, login.get_json()
+    return login.get_json()["data"]
+
+
+def fresh_access_token(app):
+    """A brand-new user's access token."""
+    return fresh_login(app)["accessToken"]
+
+
+@pytest.mark.parametrize(("method", "path", "phase"), spec_cases())
+def test_operation_conforms_to_the_spec(fuzz_app, method, path, phase):
+    schema = load_schema(fuzz_app)
+    operation = schema[path][method]
+    if phase == SPEC_EXAMPLES:
+        strategy = st.one_of(schema.get_strategies_from_examples(operation))
+    else:
+        strategy = operation.as_strategy(generation_mode=phase)
+    selected = checks()
+
+    @given(case=strategy)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    )
+    def answer_conforms(case):
+        case.call_and_validate(checks=selected)
+
+    answer_conforms()
+
+
+def test_the_login_flow_conforms_to_the_spec(fuzz_app):
+    schema = load_schema(fuzz_app)
+    client = fuzz_app.test_client()
+
+    def call(method, path, template=None, **kwargs):
+        response = client.open(path, method=method, **kwargs)
+        operation = schema[template or path][method]
+        operation.validate_response(response)
+        assert_status_listed(operation, response.status_code)
+        assert_envelope(response.get_json(), response.status_code)
+        return response
+
+    login = fresh_login(fuzz_app)
+    refreshed = call("POST", "/api/v1/auth/refresh", json={"refreshToken": login["refreshToken"]})
+    assert refreshed.status_code == 200
+    access = bearer(refreshed.get_json()["data"]["accessToken"])
+    assert call("GET", "/api/v1/auth/me", headers=access).status_code == 200
+    sessions = call("GET", "/api/v1/auth/sessions", headers=access)
+    assert sessions.status_code == 200
+    email = {"email": "fuzz@example.com"}
+    code = call("POST", "/api/v1/auth/send-otp-email", json=email).get_json()["data"]["code"]
+    assert call("POST", "/api/v1/auth/verify-otp-email", json={**email, "code": code}).status_code == 200
+    phone = {"countryCode": "90", "phoneNumber": "5329999999"}
+    code = call("POST", "/api/v1/auth/send-otp", json=phone).get_json()["data"]["code"]
+    assert call("POST", "/api/v1/auth/verify-otp", json={**phone, "code": code}).status_code == 200
+    session_path = f"/api/v1/auth/sessions/{sessions.get_json()['data'][0]['id']}"
+    template = "/api/v1/auth/sessions/{session_id}"
+    assert call("DELETE", session_path, template, headers=access).status_code == 200
+    # The session is over: its token is refused, the session is gone, the refresh token is dead.
+    assert call("GET", "/api/v1/auth/me", headers=access).status_code == 401
+    other = bearer(fresh_access_token(fuzz_app))
+    assert call("DELETE", session_path, template, headers=other).status_code == 404
+    dead = {"refreshToken": login["refreshToken"]}
+    assert call("POST", "/api/v1/auth/refresh", json=dead).status_code == 401
+    assert call("POST", "/api/v1/auth/logout", headers=other).status_code == 200
