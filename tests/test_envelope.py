@@ -17,7 +17,11 @@ def test_success_envelope_keys_come_in_the_documented_order(client):
 def test_validation_errors_list_each_field(client):
     response = client.post(SEND, json={"countryCode": "", "phoneNumber": 5})
     assert_error(
-        response, 400, "Validation failed", "countryCode: Length must be between 1 and 4.", "phoneNumber: Not a valid string."
+        response,
+        400,
+        "Validation failed",
+        "countryCode: Length must be between 1 and 4.",
+        "phoneNumber: Not a valid string.",
     )
 
 
@@ -37,13 +41,18 @@ def test_malformed_or_non_object_json_is_a_400(client, data, line):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"data": "countryCode=90&phoneNumber=5321234567", "content_type": "application/x-www-form-urlencoded"},
+        {
+            "data": "countryCode=90&phoneNumber=5321234567",
+            "content_type": "application/x-www-form-urlencoded",
+        },
         {"data": '{"countryCode": "90"}', "content_type": "text/plain"},
         {"data": "<xml/>", "content_type": "application/xml"},
     ],
 )
 def test_a_body_that_is_not_json_is_a_415(client, kwargs):
-    assert_error(client.post(SEND, **kwargs), 415, "Request body must be JSON (Content-Type: application/json)")
+    assert_error(
+        client.post(SEND, **kwargs), 415, "Request body must be JSON (Content-Type: application/json)"
+    )
 
 
 def test_an_empty_json_body_lists_the_missing_fields(client):
@@ -80,7 +89,9 @@ def test_wrong_method_is_a_405_with_allow(client):
 
 def test_an_unknown_query_parameter_is_a_400(client, auth):
     token = auth.login()["accessToken"]
-    response = client.post("/api/v1/auth/logout?scope=everything", headers={"Authorization": f"Bearer {token}"})
+    response = client.post(
+        "/api/v1/auth/logout?scope=everything", headers={"Authorization": f"Bearer {token}"}
+    )
     assert_error(response, 400, "Validation failed", "scope: Must be one of: global, local, others.")
 
 
