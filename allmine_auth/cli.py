@@ -7,6 +7,7 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
+from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, OneTimeCode, Session, User, utcnow
 
@@ -59,8 +60,21 @@ def seed_demo_user():
 
 
 @click.command("seed")
-def seed_command():
-    """Load the demo data (idempotent) and say how to log in with it."""
+@click.option(
+    "--users", type=click.IntRange(0, MAX_USERS), default=0, help="Also bulk-insert N users (+90532…)."
+)
+@click.option(
+    "--start", type=click.IntRange(0, MAX_USERS - 1), default=0, help="Number of the first bulk user."
+)
+def seed_command(users, start):
+    """Load the demo data (idempotent) and say how to log in with it; ``--users N`` adds N users fast."""
+    if users:
+        inserted = seed_users(
+            users,
+            start=start,
+            progress=lambda done, seconds: click.echo(f"{done:,} users in {seconds:.0f} s"),
+        )
+        click.echo(f"Inserted {inserted:,} users.")
     user = seed_demo_user()
     click.echo(f"Demo user {user.username} ({user.phone_e164}) is ready.")
     fixed = current_app.config["OTP_TEST_DESTINATIONS"].get(user.phone_e164)

@@ -128,6 +128,13 @@ class JsonArgumentsParser(FlaskParser):
     """webargs parser: bad input is a 400, a body that is not JSON a 415."""
 
     DEFAULT_VALIDATION_STATUS = 400
+    # Unknown fields are refused everywhere, the query string too (webargs would drop them there, and a
+    # typo like ``logout?scpe=local`` would quietly become a global logout).
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": None,
+        "querystring": None,
+    }
 
     def load_json(self, req, schema):
         """Refuse a non-JSON body with 415 before trying to read it."""
@@ -159,6 +166,11 @@ class ErrorEnvelopeSchema(EnvelopeSchema):
     """An error: ``data`` is null, ``errors`` starts with the error text."""
 
     data = ma.fields.Raw(allow_none=True, required=True, metadata={"example": None})
+
+
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
+}
 
 
 @functools.cache
@@ -194,7 +206,12 @@ class Blueprint(flask_smorest.Blueprint):
 
         def decorator(func):
             for code in codes:
-                func = self.alt_response(code, response=HTTPStatus(code).name)(func)
+                if code == 429:
+                    func = self.alt_response(
+                        429, schema=ErrorEnvelopeSchema, description="Too Many Requests", headers=RETRY_AFTER
+                    )(func)
+                else:
+                    func = self.alt_response(code, response=HTTPStatus(code).name)(func)
             return func
 
         return decorator
@@ -204,8 +221,9 @@ class Blueprint(flask_smorest.Blueprint):
 
     @staticmethod
     def _make_doc_response_schema(schema):
-        if schema is None:
-            return None
+        schema_class = schema if isinstance(schema, type) else type(schema)
+        if schema is None or issubclass(schema_class, EnvelopeSchema):
+            return schema
         if isinstance(schema, ma.Schema):
             return envelope_schema_for(type(schema), schema.many)
         return envelope_schema_for(schema)

@@ -126,3 +126,17 @@ def test_an_unexpected_exception_is_a_logged_500_without_a_trace(make_app, caplo
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.request_id == "req-42"
     assert "RuntimeError: secret internals" in caplog.text
+
+
+def test_an_unknown_logout_parameter_is_refused_and_logs_nobody_out(client, auth):
+    token = auth.login()["accessToken"]
+    response = client.post("/api/v1/auth/logout?scpe=local", headers={"Authorization": f"Bearer {token}"})
+    assert_error(response, 400, "Validation failed", "scpe: Unknown field.")
+    assert_envelope(client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}), 200)
+
+
+def test_429_documents_retry_after(client):
+    spec = client.get("/openapi.json").get_json()
+    too_many = spec["paths"]["/api/v1/auth/send-otp"]["post"]["responses"]["429"]
+    assert too_many["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert too_many["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")

@@ -186,3 +186,17 @@ def test_the_demo_user_logs_in_with_the_fixed_code(make_app):
         assert data["user"]["username"] == "johndoe123"
         assert data["isRegistrationComplete"] is True
         assert data["user"]["followersCount"] == 128
+
+
+def test_seed_bulk_inserts_users_that_can_log_in(runner, client):
+    result = runner.invoke(args=["seed", "--users", "25", "--start", "100"])
+    assert result.exit_code == 0, result.output
+    assert "Inserted 25 users." in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 26
+    user = db.session.scalar(sa.select(User).where(User.phone_e164 == "+905320000110"))
+    assert (user.roles, user.interests, user.is_registration_complete) == (["user"], [], False)
+    phone = {"countryCode": "90", "phoneNumber": "5320000110"}
+    code = client.post("/api/v1/auth/send-otp", json=phone).get_json()["data"]["code"]
+    data = assert_envelope(client.post("/api/v1/auth/verify-otp", json={**phone, "code": code}), 200)
+    assert data["user"]["id"] == str(user.id)
+    assert runner.invoke(args=["seed", "--users", "-1"]).exit_code == 2
