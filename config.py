@@ -108,7 +108,13 @@ class Config:
 
     # Storage
     SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_database_url())
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # No pre-ping: it costs a round trip per request. A connection that died (database restart) fails
+    # one request, which invalidates the whole pool; pool_recycle retires connections before idle
+    # timeouts in between (PgBouncer, cloud load balancers) can cut them.
+    SQLALCHEMY_ENGINE_OPTIONS = {
+        "pool_pre_ping": False,
+        "pool_recycle": env_int("DATABASE_POOL_RECYCLE", 1800),
+    }
     REDIS_URL = env_str("REDIS_URL")
 
     # OpenAPI and Swagger UI

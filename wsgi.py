@@ -14,6 +14,6 @@ os.environ.setdefault("APP_ENV", "production")
 try:
     from allmine_auth import create_app
 
-    app = create_app()
+    app = create_app(migrations=False)
 except ConfigError as error:
     sys.exit(f"allmine_auth: refusing to start: {error}")

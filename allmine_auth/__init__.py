@@ -10,8 +10,11 @@ from allmine_auth.envelope import EnvelopeJSONProvider
 from config import BASE_DIR, config_for
 
 
-def create_app(config_class=None):
-    """Build the app for ``config_class`` (default: the one ``APP_ENV`` names, else development)."""
+def create_app(config_class=None, *, migrations=True):
+    """Build the app for ``config_class`` (default: the one ``APP_ENV`` names, else development).
+
+    ``migrations=False`` leaves out Flask-Migrate (``flask db``), which a web worker never needs.
+    """
     if config_class is None or isinstance(config_class, str):
         config_class = config_for(config_class or os.environ.get("APP_ENV", "development"))
     config_class.check()
@@ -19,7 +22,7 @@ def create_app(config_class=None):
     app.json = EnvelopeJSONProvider(app)
     app.config.from_object(config_class)
     register_middleware(app)
-    register_extensions(app)
+    register_extensions(app, migrations)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
@@ -37,7 +40,7 @@ def register_middleware(app):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
 
-def register_extensions(app):
+def register_extensions(app, migrations):
     """Bind the extensions created in ``extensions``."""
     from allmine_auth import (
         cache,
@@ -46,11 +49,15 @@ def register_extensions(app):
     )
     from allmine_auth.auth import keys
     from allmine_auth.auth.tokens import register_jwt_callbacks
-    from allmine_auth.extensions import api, db, jwt, limiter, migrate
+    from allmine_auth.extensions import api, db, jwt, limiter
 
     os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    if migrations:
+        # Alembic is only for ``flask db``: the web workers don't import it (about 12 MB each).
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(BASE_DIR / "migrations"))
     api.init_app(app)
     keys.init_app(app)
     jwt.init_app(app)

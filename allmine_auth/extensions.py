@@ -2,7 +2,6 @@
 
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
@@ -14,8 +13,8 @@ class Base(DeclarativeBase):
     """Declarative base shared by every model."""
 
 
-db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
+# Objects stay readable after a commit without another SELECT: a request never needs the reload.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 api = Api()
 jwt = JWTManager()
 limiter = Limiter(key_func=client_ip)

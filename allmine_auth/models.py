@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from flask import request
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allmine_auth.extensions import db
@@ -161,6 +162,20 @@ class AuthEvent(db.Model):
     ip: Mapped[str | None] = mapped_column(sa.String(45))
     user_agent: Mapped[str | None] = mapped_column(sa.String(255))
     detail: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
+def reads_without_transaction():
+    """``before_request`` of the API: a GET only reads, so its queries run in autocommit.
+
+    That saves the ``BEGIN`` and ``ROLLBACK`` round trips around the one or
+    two reads a GET makes (the session state, the user). Writes always get
+    a transaction: this only applies to GET and HEAD.
+    """
+    if request.method in READ_ONLY_METHODS and not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @sa.event.listens_for(sa.engine.Engine, "connect")

@@ -159,7 +159,12 @@ def issue_code(destination, deliver, client=None, *, now=None, guard=None):
 
 
 def count_attempt(destination, now):
-    """Count one attempt on the live code and commit; return ``(id, code_hash, attempts)`` or ``None``."""
+    """Count one attempt on the live code; return ``(id, code_hash, attempts)`` or ``None``.
+
+    The ``UPDATE`` locks the row until the transaction ends: a parallel check
+    waits, then finds the row used up. Whatever follows commits the count
+    (the failure record, or the login with the code's deletion).
+    """
     row = db.session.execute(
         sa.update(OneTimeCode)
         .where(
@@ -172,7 +177,6 @@ def count_attempt(destination, now):
         .returning(OneTimeCode.id, OneTimeCode.code_hash, OneTimeCode.attempts)
         .execution_options(synchronize_session=False)
     ).first()
-    db.session.commit()
     return row
 
 

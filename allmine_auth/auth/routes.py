@@ -25,6 +25,7 @@ from allmine_auth.auth.schemas import (
 )
 from allmine_auth.envelope import Blueprint
 from allmine_auth.extensions import limiter
+from allmine_auth.models import reads_without_transaction
 from allmine_auth.netutil import current_client
 
 blp = Blueprint(
@@ -33,6 +34,7 @@ blp = Blueprint(
     url_prefix="/api/v1/auth",
     description="Telefon veya email ile doğrulama kodu, JWT oturumları / One-time-code login and sessions.",
 )
+blp.before_request(reads_without_transaction)
 
 WARNING = (
     "**Production uyarisi:** Bu endpoint veri degistirir veya operasyon tetikleyebilir. API Playground "

@@ -102,17 +102,19 @@ def rotate_refresh_token(token, client=None, *, now=None):
             Session.expires_at > now,
         )
         .values(refresh_jti=new_jti, previous_refresh_jti=jti, rotated_at=now, last_used_at=now)
+        .returning(Session.id, Session.user_id, Session.expires_at)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).first()
+    if rotated:
+        complete = registration_complete(rotated.user_id)
+        audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
+        db.session.commit()
+        return mint_tokens(rotated.user_id, complete, rotated, new_jti, now)
     session = db.session.get(Session, sid, populate_existing=True)
     if session is None or not session.is_active(now):
         db.session.rollback()
         raise TokenRevoked()
-    complete = db.session.scalar(sa.select(User.is_registration_complete).where(User.id == session.user_id))
-    if rotated:
-        audit.record(Event.REFRESH, client, user_id=session.user_id, session_id=sid, now=now)
-        db.session.commit()
-        return mint_tokens(session.user_id, complete, session, new_jti, now)
+    complete = registration_complete(session.user_id)
     interval = timedelta(seconds=current_app.config["REFRESH_TOKEN_REUSE_INTERVAL"])
     if session.previous_refresh_jti == jti and session.rotated_at + interval > now:
         db.session.rollback()
@@ -121,6 +123,11 @@ def rotate_refresh_token(token, client=None, *, now=None):
     audit.record(Event.REUSE_DETECTED, client, user_id=session.user_id, session_id=sid, now=now)
     db.session.commit()
     raise TokenRevoked()
+
+
+def registration_complete(user_id):
+    """Whether the user has completed registration (the access token's ``reg`` claim)."""
+    return db.session.scalar(sa.select(User.is_registration_complete).where(User.id == user_id))
 
 
 def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
