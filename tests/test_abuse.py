@@ -215,7 +215,7 @@ def test_the_audit_trail_records_a_whole_login_and_never_the_code(client, auth, 
     )
     assert str(login.user_id) == data["user"]["id"]
     for row in rows:
-        text = " ".join(str(value) for value in (row.kind, row.destination, row.detail, row.user_agent, row.ip))
+        text = " ".join(map(str, (row.kind, row.destination, row.detail, row.user_agent, row.ip)))
         assert re.search(rf"\b{code}\b", text) is None
     output = runner.invoke(args=["audit", "--user", data["user"]["id"]]).output.splitlines()
     assert [line.split()[1] for line in output] == [
