@@ -54,10 +54,15 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
     return event
 
 
-def count_events(kind, since, *, destination=None, channel=None, prefix=None):
-    """How many ``kind`` events since ``since`` for a destination, a channel or a prefix."""
+def count_events(kind, since, *subsets, destination=None, channel=None):
+    """Count ``kind`` events after ``since`` (for a destination or a channel), in one query.
+
+    With no ``subsets``, return ``(count,)``; else one count per subset, each
+    a condition on ``AuthEvent`` (a shorter window, a prefix...).
+    """
+    counts = [sa.func.count().filter(subset) for subset in subsets] or [sa.func.count()]
     query = (
-        sa.select(sa.func.count())
+        sa.select(*counts)
         .select_from(AuthEvent)
         .where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
     )
@@ -67,9 +72,7 @@ def count_events(kind, since, *, destination=None, channel=None, prefix=None):
         )
     if channel is not None:
         query = query.where(AuthEvent.channel == channel)
-    if prefix is not None:
-        query = query.where(AuthEvent.prefix == prefix)
-    return db.session.scalar(query)
+    return tuple(db.session.execute(query).one())
 
 
 def oldest_event_since(kind, since, destination=None, *, channel=None):

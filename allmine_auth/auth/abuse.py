@@ -9,14 +9,16 @@ Each refusal is logged and written to the audit trail.
 import logging
 from datetime import timedelta
 
+import sqlalchemy as sa
 from flask import current_app
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
+from allmine_auth.auth.destinations import SMS
 from allmine_auth.auth.otp import seconds_until
 from allmine_auth.errors import RateLimited, ValidationFailed
 from allmine_auth.extensions import db
-from allmine_auth.models import DestinationLock
+from allmine_auth.models import AuthEvent, DestinationLock
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +61,17 @@ def guard_sms_send(destination, client, now):
             "breaker open",
         )
     since = now - ONE_HOUR
-    if audit.count_events(Event.CODE_SENT, since, channel="sms") >= config["SMS_GLOBAL_HOURLY_BUDGET"]:
-        oldest = audit.oldest_event_since(Event.CODE_SENT, since, channel="sms")
+    sent, sent_to_prefix = audit.count_events(
+        Event.CODE_SENT, since, sa.true(), AuthEvent.prefix == destination.prefix, channel=SMS
+    )
+    if sent >= config["SMS_GLOBAL_HOURLY_BUDGET"]:
+        oldest = audit.oldest_event_since(Event.CODE_SENT, since, channel=SMS)
         refuse(
             RateLimited(retry_after=seconds_until(oldest + ONE_HOUR, now)),
             destination,
             client,
             "global budget",
         )
-    if (
-        audit.count_events(Event.CODE_SENT, since, prefix=destination.prefix)
-        >= config["SMS_PREFIX_HOURLY_BUDGET"]
-    ):
+    if sent_to_prefix >= config["SMS_PREFIX_HOURLY_BUDGET"]:
         until = open_breaker(destination.prefix, now)
         refuse(RateLimited(retry_after=seconds_until(until, now)), destination, client, "prefix budget")

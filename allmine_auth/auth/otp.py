@@ -20,7 +20,7 @@ from allmine_auth.audit import Event
 from allmine_auth.auth.destinations import SMS
 from allmine_auth.errors import DeliveryFailed, InvalidCode, RateLimited
 from allmine_auth.extensions import db
-from allmine_auth.models import DestinationLock, OneTimeCode, utcnow
+from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, utcnow
 from allmine_auth.notify import DeliveryError
 
 DELIVERY_MESSAGES = {
@@ -79,11 +79,15 @@ def ensure_send_allowed(destination, now):
     interval = timedelta(seconds=config["OTP_RESEND_INTERVAL"])
     if current is not None and current + interval > now:
         raise RateLimited(retry_after=seconds_until(current + interval, now))
-    for window, limit in (
-        (TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]),
-        (ONE_DAY, config["OTP_MAX_SENDS_24H"]),
-    ):
-        if audit.count_events(Event.CODE_SENT, now - window, destination=destination) >= limit:
+    windows = ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"]))
+    counts = audit.count_events(
+        Event.CODE_SENT,
+        now - ONE_DAY,
+        *(AuthEvent.created_at > now - window for window, _ in windows),
+        destination=destination,
+    )
+    for (window, limit), sent in zip(windows, counts, strict=True):
+        if sent >= limit:
             oldest = audit.oldest_event_since(Event.CODE_SENT, now - window, destination)
             raise RateLimited(retry_after=seconds_until(oldest + window, now))
 
@@ -191,10 +195,8 @@ def record_failure(destination, client, now, burn_code_id=None):
     since = now - ONE_DAY
     if lock is not None and lock.locked_at > since:
         since = lock.locked_at
-    if (
-        audit.count_events(Event.CODE_FAILED, since, destination=destination)
-        >= config["OTP_LOCK_AFTER_FAILURES"]
-    ):
+    (failures,) = audit.count_events(Event.CODE_FAILED, since, destination=destination)
+    if failures >= config["OTP_LOCK_AFTER_FAILURES"]:
         repeat = lock is not None and lock.locked_at > now - ONE_DAY
         count = lock.lock_count + 1 if repeat else 1
         until = now + timedelta(seconds=config["OTP_LOCK_SECONDS"] * 2 ** (count - 1))
