@@ -183,14 +183,19 @@ class Config:
 
     # Abuse protection (flask-limiter and the SMS budgets)
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
-    RATELIMIT_HEADERS_ENABLED = True
+    # No X-RateLimit-* headers: each costs a storage read per limit per request. A 429 still says
+    # Retry-After (allmine_auth.envelope.rate_limit_response).
+    RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_SWALLOW_ERRORS = True
     RATELIMIT_KEY_PREFIX = "allmine-auth"
     RATELIMIT_SEND = env_str("RATELIMIT_SEND", "20/hour;5/minute")
-    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "60/hour;10/minute")
-    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "120/hour;30/minute")
+    # One window each for verify and refresh (every window is a storage round trip per request); sends
+    # cost money and get two. Per IP, so keep them generous: mobile carriers put many users behind one
+    # address (CGNAT); codes have their own per-destination limits and lock-outs.
+    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "30/minute")
+    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "60/minute")
     SMS_ALLOWED_COUNTRIES = env_list("SMS_ALLOWED_COUNTRIES", ["TR"])
     SMS_GLOBAL_HOURLY_BUDGET = env_int("SMS_GLOBAL_HOURLY_BUDGET", 5000)
     SMS_PREFIX_HOURLY_BUDGET = env_int("SMS_PREFIX_HOURLY_BUDGET", 500)
@@ -214,8 +219,8 @@ class DevelopmentConfig(Config):
         env_str("OTP_TEST_DESTINATIONS", f"{DEMO_PHONE}={DEMO_CODE}")
     )
     RATELIMIT_SEND = env_str("RATELIMIT_SEND", "200/hour;30/minute")
-    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "600/hour;60/minute")
-    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "1200/hour;120/minute")
+    RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "300/minute")
+    RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "600/minute")
     # "Try it out" on a developer's machine goes to the local server unless Production is picked.
     API_SPEC_OPTIONS = spec_options([Config.DEVELOPMENT_SERVER, Config.PRODUCTION_SERVER])
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from allmine_auth import metrics
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent
+from allmine_auth.models import AuthEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +32,29 @@ class Event(enum.StrEnum):
 
 
 def record(kind, client=None, *, destination=None, user_id=None, session_id=None, detail=None, now=None):
-    """Add an event to the current transaction (the caller commits)."""
-    event = AuthEvent(
-        kind=str(kind),
-        channel=destination.channel if destination else None,
-        destination=destination.address if destination else None,
-        prefix=destination.prefix if destination else None,
-        user_id=user_id,
-        session_id=session_id,
-        ip=client.ip if client else None,
-        user_agent=client.user_agent if client else None,
-        detail=detail,
+    """Insert an event in the current transaction (the caller commits).
+
+    A plain ``INSERT`` rather than an ORM object: events are written, never
+    loaded back in the same request, and this is on every login and refresh.
+    """
+    db.session.execute(
+        sa.insert(AuthEvent).values(
+            kind=str(kind),
+            channel=destination.channel if destination else None,
+            destination=destination.address if destination else None,
+            prefix=destination.prefix if destination else None,
+            user_id=user_id,
+            session_id=session_id,
+            ip=client.ip if client else None,
+            user_agent=client.user_agent if client else None,
+            detail=detail,
+            created_at=now or utcnow(),
+        )
     )
-    if now is not None:
-        event.created_at = now
-    db.session.add(event)
     metrics.count_event(kind)
     log.info(
         "auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id
     )
-    return event
 
 
 def count_events(kind, since, *subsets, destination=None, channel=None):

@@ -7,6 +7,7 @@ error, whatever layer raised it, is rendered by ``error_response``.
 
 import functools
 import logging
+import time
 from datetime import UTC, datetime
 from http import HTTPStatus
 
@@ -14,6 +15,7 @@ import flask_smorest
 import marshmallow as ma
 from flask import g, jsonify
 from flask.json.provider import DefaultJSONProvider
+from flask_limiter.errors import RateLimitExceeded
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 
@@ -102,6 +104,19 @@ def http_error_response(error):
     return error_response(status, errors, headers)
 
 
+def rate_limit_response(error):
+    """flask-limiter's 429, with ``Retry-After`` from the breached limit's window.
+
+    The limiter's own ``X-RateLimit-*`` headers are off: they cost a storage
+    read per limit on every request; this reads the window only on a 429.
+    """
+    from allmine_auth.extensions import limiter
+
+    breached = limiter.current_limit
+    retry_after = breached.reset_at - time.time() if breached is not None else 1
+    return error_response(429, [ERROR_TEXTS[429]], {"Retry-After": str(max(1, int(retry_after)))})
+
+
 def service_error_response(error):
     """Render a ``ServiceError`` raised by a service."""
     headers = {}
@@ -121,6 +136,7 @@ def unexpected_error_response(error):
 def register_errorhandlers(app):
     """Route every error class through the envelope."""
     app.register_error_handler(ServiceError, service_error_response)
+    app.register_error_handler(RateLimitExceeded, rate_limit_response)
     app.register_error_handler(Exception, unexpected_error_response)
 
 

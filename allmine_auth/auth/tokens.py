@@ -102,14 +102,13 @@ def rotate_refresh_token(token, client=None, *, now=None):
             Session.expires_at > now,
         )
         .values(refresh_jti=new_jti, previous_refresh_jti=jti, rotated_at=now, last_used_at=now)
-        .returning(Session.id, Session.user_id, Session.expires_at)
+        .returning(Session.id, Session.user_id, Session.expires_at, REGISTRATION_COMPLETE.label("complete"))
         .execution_options(synchronize_session=False)
     ).first()
     if rotated:
-        complete = registration_complete(rotated.user_id)
         audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
         db.session.commit()
-        return mint_tokens(rotated.user_id, complete, rotated, new_jti, now)
+        return mint_tokens(rotated.user_id, rotated.complete, rotated, new_jti, now)
     session = db.session.get(Session, sid, populate_existing=True)
     if session is None or not session.is_active(now):
         db.session.rollback()
@@ -123,6 +122,12 @@ def rotate_refresh_token(token, client=None, *, now=None):
     audit.record(Event.REUSE_DETECTED, client, user_id=session.user_id, session_id=sid, now=now)
     db.session.commit()
     raise TokenRevoked()
+
+
+# The session's user's registration flag, read in the rotating UPDATE's RETURNING (one round trip).
+REGISTRATION_COMPLETE = (
+    sa.select(User.is_registration_complete).where(User.id == Session.user_id).scalar_subquery()
+)
 
 
 def registration_complete(user_id):
