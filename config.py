@@ -244,6 +244,7 @@ class ProductionConfig(Config):
     """Real users: secrets required, no echo, real delivery."""
 
     ENV_NAME = "production"
+    LOG_JSON = env_bool("LOG_JSON", True)
 
     @classmethod
     def check(cls):

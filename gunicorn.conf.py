@@ -130,7 +130,15 @@ logger_class = JsonAccessLogger
 
 
 def on_starting(server):
-    """Empty the metrics directory of a previous run's files before the first worker starts."""
+    """Refuse unsafe settings before any worker starts; empty the metrics directory of a previous run."""
+    import sys
+
+    from config import ConfigError, config_for
+
+    try:
+        config_for(os.environ.get("APP_ENV", "production")).check()
+    except ConfigError as error:
+        sys.exit(f"allmine_auth: refusing to start: {error}")
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):

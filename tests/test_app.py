@@ -1,5 +1,6 @@
 """The foundation: factory and settings, probes, the OpenAPI spec and Swagger UI, CLI."""
 
+import json
 import subprocess
 import sys
 
@@ -73,7 +74,7 @@ def test_wsgi_refuses_to_start_with_one_line_reason(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", "import wsgi"], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "allmine_auth: refusing to start: SECRET_KEY must be set to a random value of at least 32 characters"
     ]
@@ -204,5 +205,41 @@ def test_swagger_ui_preselects_the_local_server_in_development():
     servers = app.test_client().get("/openapi.json").get_json()["servers"]
     assert [server["description"] for server in servers] == ["Development", "Production"]
     assert servers[0]["url"].startswith("http://127.0.0.1:")
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_gunicorn_stops_at_once_on_unsafe_production_settings(tmp_path):
+    env = {"APP_ENV": "production", "PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        "127.0.0.1:0",
+        "wsgi:app",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=config.BASE_DIR, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "allmine_auth: refusing to start: SECRET_KEY must be set to a random value of at least 32 characters"
+    )
+    assert "Booting worker" not in result.stderr
+
+
+def test_production_logs_json_lines_with_the_request_id(capfd):
+    app = create_app(production())
+    with app.app_context():
+        db.create_all()
+    app.test_client().post(
+        "/api/v1/auth/send-otp",
+        json={"countryCode": "1", "phoneNumber": "2015550123"},
+        headers={"X-Request-ID": "r-1"},
+    )
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    refused = [line for line in lines if "SMS send refused" in line["message"]]
+    assert refused and refused[0]["request_id"] == "r-1" and refused[0]["level"] == "WARNING"
     with app.app_context():
         db.engine.dispose()
