@@ -47,7 +47,7 @@ def register_extensions(app, migrations):
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
-    from allmine_auth.auth import keys
+    from allmine_auth.auth import keys, profiles
     from allmine_auth.auth.tokens import register_jwt_callbacks
     from allmine_auth.extensions import api, db, jwt, limiter
 
@@ -64,6 +64,8 @@ def register_extensions(app, migrations):
     register_jwt_callbacks(app)
     limiter.init_app(app)
     cache.init_app(app)
+    cache.register_session_hooks(db.session)
+    profiles.register_session_hooks(db.session)
     notify.init_app(app)
 
 

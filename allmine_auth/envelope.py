@@ -58,13 +58,18 @@ def envelope(status, data=None, errors=()):
     }
 
 
-def error_response(status, errors, headers=None):
-    """Render an error envelope as a Flask response."""
-    response = jsonify(envelope(status, None, errors))
+def envelope_response(status, data=None, errors=(), headers=None):
+    """Render the envelope as a Flask response."""
+    response = jsonify(envelope(status, data, errors))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def error_response(status, errors, headers=None):
+    """Render an error envelope as a Flask response."""
+    return envelope_response(status, None, errors, headers)
 
 
 def validation_lines(messages, prefix=""):

@@ -527,7 +527,8 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
                     .where(Session.id == uuid.UUID(sid(login)))
                     .values(revoked_at=utcnow(), revoked_reason="logout")
                 )
-            tokens.forget_sessions([sid(login)])
+            # What the logout's commit writes: the revocation mark.
+            real.set(tokens.SESSION_CACHE_PREFIX + sid(login), tokens.REVOKED, ex=300)
             return real.set(*args, **kwargs)
 
     # Worker B misses the cache and reads "active" from the database; worker A's logout commits and

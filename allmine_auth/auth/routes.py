@@ -4,9 +4,9 @@ import uuid
 
 from flask import current_app
 from flask.views import MethodView
-from flask_jwt_extended import get_current_user, get_jwt, jwt_required
+from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.auth import services, tokens
+from allmine_auth.auth import profiles, services, tokens
 from allmine_auth.auth.schemas import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
@@ -23,7 +23,7 @@ from allmine_auth.auth.schemas import (
     VerifyEmailSchema,
     VerifyPhoneSchema,
 )
-from allmine_auth.envelope import Blueprint
+from allmine_auth.envelope import Blueprint, envelope_response
 from allmine_auth.extensions import limiter
 from allmine_auth.models import reads_without_transaction
 from allmine_auth.netutil import current_client
@@ -216,7 +216,8 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Kullanıcı bilgilerini getir"""
-        return get_current_user()
+        # Already serialized (from the profile cache): rendered here, not by the UserSchema above.
+        return envelope_response(200, profiles.profile(uuid.UUID(get_jwt()["sub"])))
 
 
 @blp.route("/sessions")
@@ -275,4 +276,5 @@ class CompleteRegistration(MethodView):
     @blp.response(200, UserSchema)
     def post(self, profile):
         """Kaydı tamamla"""
-        return services.complete_registration(get_current_user(), profile, current_client())
+        user = profiles.user_or_401(uuid.UUID(get_jwt()["sub"]))
+        return services.complete_registration(user, profile, current_client())

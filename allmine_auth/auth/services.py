@@ -55,7 +55,9 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         db.session.flush()
         user = None
     if user is None:
-        user = User(signup_source=signup_source, signup_campaign=signup_campaign, created_at=now)
+        user = User(
+            signup_source=signup_source, signup_campaign=signup_campaign, created_at=now, last_login=now
+        )
         if destination.channel == SMS:
             user.phone_e164 = destination.address
             user.country_code = destination.country_code
@@ -64,7 +66,8 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
             user.email, user.email_verified = destination.address, True
         db.session.add(user)
         db.session.flush()
-    user.last_login = now
+    else:
+        user.last_login = now
     session, tokens = open_session(user, client, now)
     audit.record(
         Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now

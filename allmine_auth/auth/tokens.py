@@ -18,7 +18,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
-from allmine_auth.cache import get_redis
+from allmine_auth.cache import get_redis, set_after_commit
 from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
@@ -138,8 +138,7 @@ def registration_complete(user_id):
 def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     """End the user's active sessions (all, ``only`` one, or all but ``keep``); return their ids.
 
-    Runs in the caller's transaction; the cache is told after the caller's
-    commit by ``forget_sessions``, which ``commit_revocation`` does for you.
+    Runs in the caller's transaction; the Redis cache is told once it commits.
     """
     now = now or utcnow()
     query = sa.update(Session).where(
@@ -158,23 +157,10 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
         .scalars()
         .all()
     )
-    db.session.info.setdefault("revoked_sessions", []).extend(ended)
-    return ended
-
-
-def forget_sessions(session_ids):
-    """Mark ended sessions in the Redis cache so every worker refuses their tokens at once."""
-    client = get_redis()
-    if client is None or not session_ids:
-        return
     ttl = current_app.config["SESSION_CACHE_TTL"]
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            for sid in session_ids:
-                pipe.set(SESSION_CACHE_PREFIX + str(sid), REVOKED, ex=ttl)
-            pipe.execute()
-    except redis.RedisError:
-        log.exception("could not mark %d revoked sessions in Redis", len(session_ids))
+    for sid in ended:
+        set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
+    return ended
 
 
 def session_expiry(sid):
@@ -243,32 +229,17 @@ def logout(user_id, current_sid, scope, client=None):
     return len(ended)
 
 
-def after_commit_forget(session):
-    """SQLAlchemy hook: once revocations are committed, tell the cache."""
-    ended = session.info.pop("revoked_sessions", None)
-    if ended:
-        forget_sessions(ended)
-
-
-def after_rollback_drop(session):
-    """SQLAlchemy hook: revocations rolled back are not announced."""
-    session.info.pop("revoked_sessions", None)
-
-
 def register_jwt_callbacks(app):
-    """Override every flask-jwt-extended loader: revocation by session, and envelope errors."""
+    """Override flask-jwt-extended's loaders: revocation by session, and envelope errors.
+
+    There is no user loader: the views that need the user load it themselves
+    (GET /me from the profile cache), so other calls don't pay for it.
+    """
 
     @jwt.token_in_blocklist_loader
     def session_is_over(jwt_header, jwt_payload):
         sid = jwt_payload.get("sid")
         return not sid or session_expiry(sid) <= utcnow().timestamp()
-
-    @jwt.user_lookup_loader
-    def load_user(jwt_header, jwt_payload):
-        try:
-            return db.session.get(User, uuid.UUID(jwt_payload["sub"]))
-        except ValueError:
-            return None
 
     @jwt.expired_token_loader
     def expired(jwt_header, jwt_payload):
@@ -284,9 +255,4 @@ def register_jwt_callbacks(app):
     jwt.invalid_token_loader(missing_or_invalid)
     jwt.unauthorized_loader(missing_or_invalid)
     jwt.needs_fresh_token_loader(missing_or_invalid)
-    jwt.user_lookup_error_loader(missing_or_invalid)
     jwt.token_verification_failed_loader(missing_or_invalid)
-
-    for name, hook in (("after_commit", after_commit_forget), ("after_rollback", after_rollback_drop)):
-        if not sa.event.contains(db.session, name, hook):
-            sa.event.listen(db.session, name, hook)

@@ -1,0 +1,72 @@
+"""The user as the API shows it, and its Redis cache for GET /me.
+
+GET /me is the most frequent call of every app. With ``REDIS_URL`` set, the
+serialized user is kept in Redis, so /me reads only Redis (the session state
+and this entry) and never PostgreSQL. Any commit that changed a ``User`` row
+marks its entry stale for a few seconds (``set_after_commit``); a cache fill
+never overwrites a stale mark (``SET NX``), so a reader that loaded the row
+before the change can't put the old profile back.
+"""
+
+import json
+import logging
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+
+from allmine_auth.auth.schemas import UserSchema
+from allmine_auth.cache import get_redis, set_after_commit
+from allmine_auth.errors import Unauthorized
+from allmine_auth.extensions import db
+from allmine_auth.models import User
+
+log = logging.getLogger(__name__)
+
+PROFILE_CACHE_PREFIX = "allmine-auth:user:"
+STALE = "stale"
+STALE_SECONDS = 10
+USER_SCHEMA = UserSchema()
+
+
+def user_or_401(user_id):
+    """The token's user; a token whose user is gone is a 401."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise Unauthorized()
+    return user
+
+
+def profile(user_id):
+    """The serialized user (the ``data`` of GET /me), from Redis when it is there."""
+    client = get_redis()
+    key = PROFILE_CACHE_PREFIX + str(user_id)
+    cached = None
+    if client is not None:
+        try:
+            cached = client.get(key)
+        except redis.RedisError:
+            log.warning("Redis unavailable; reading the user from the database")
+            client = None
+        if cached is not None and cached != STALE:
+            return json.loads(cached)
+    payload = USER_SCHEMA.dump(user_or_401(user_id))
+    if client is not None and cached is None:
+        try:
+            client.set(key, json.dumps(payload), ex=current_app.config["PROFILE_CACHE_TTL"], nx=True)
+        except redis.RedisError:
+            log.warning("Redis unavailable; profile not cached")
+    return payload
+
+
+def note_changed_users(session, flush_context):
+    """SQLAlchemy ``after_flush``: mark the profiles of changed users stale once the change commits."""
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, User):
+            set_after_commit(session, PROFILE_CACHE_PREFIX + str(obj.id), STALE, STALE_SECONDS)
+
+
+def register_session_hooks(db_session):
+    """Watch every flush for changed users (idempotent)."""
+    if not sa.event.contains(db_session, "after_flush", note_changed_users):
+        sa.event.listen(db_session, "after_flush", note_changed_users)
