@@ -5,7 +5,6 @@ import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from flask import request
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allmine_auth.extensions import db
@@ -164,17 +163,13 @@ class AuthEvent(db.Model):
     detail: Mapped[str | None] = mapped_column(sa.String(255))
 
 
-READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+def read_in_autocommit():
+    """For a read-only view: run the request's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
 
-
-def reads_without_transaction():
-    """``before_request`` of the API: a GET only reads, so its queries run in autocommit.
-
-    That saves the ``BEGIN`` and ``ROLLBACK`` round trips around the one or
-    two reads a GET makes (the session state, the user). Writes always get
-    a transaction: this only applies to GET and HEAD.
+    Call it only where nothing in the request writes afterwards; a session
+    that has begun a transaction already is left as it is.
     """
-    if request.method in READ_ONLY_METHODS and not db.session().in_transaction():
+    if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 

@@ -19,7 +19,7 @@ from allmine_auth.auth.schemas import UserSchema
 from allmine_auth.cache import get_redis, set_after_commit
 from allmine_auth.errors import Unauthorized
 from allmine_auth.extensions import db
-from allmine_auth.models import User
+from allmine_auth.models import User, read_in_autocommit
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def profile(user_id):
             client = None
         if cached is not None and cached != STALE:
             return json.loads(cached)
+    read_in_autocommit()
     payload = USER_SCHEMA.dump(user_or_401(user_id))
     if client is not None and cached is None:
         try:

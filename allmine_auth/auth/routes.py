@@ -25,7 +25,7 @@ from allmine_auth.auth.schemas import (
 )
 from allmine_auth.envelope import Blueprint, envelope_response
 from allmine_auth.extensions import limiter
-from allmine_auth.models import reads_without_transaction
+from allmine_auth.models import read_in_autocommit
 from allmine_auth.netutil import current_client
 
 blp = Blueprint(
@@ -34,7 +34,6 @@ blp = Blueprint(
     url_prefix="/api/v1/auth",
     description="Telefon veya email ile doğrulama kodu, JWT oturumları / One-time-code login and sessions.",
 )
-blp.before_request(reads_without_transaction)
 
 WARNING = (
     "**Production uyarisi:** Bu endpoint veri degistirir veya operasyon tetikleyebilir. API Playground "
@@ -230,6 +229,7 @@ class Sessions(MethodView):
     @blp.response(200, SessionSchema(many=True))
     def get(self):
         """Aktif oturumları listele"""
+        read_in_autocommit()
         claims = get_jwt()
         current_sid = uuid.UUID(claims["sid"])
         return [
