@@ -235,9 +235,6 @@ def consume_code(destination, code, client=None, *, now=None):
         spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
         record_failure(destination, client, now, burn_code_id=row.id if spent else None)
         raise InvalidCode()
-    won = db.session.execute(
-        sa.delete(OneTimeCode).where(OneTimeCode.id == row.id, OneTimeCode.code_hash == row.code_hash)
-    ).rowcount
-    if not won:
-        db.session.rollback()
-        raise InvalidCode()
+    # This transaction holds the row's lock since count_attempt: a parallel check waits, then finds
+    # the row gone. Of N parallel checks with the right code, exactly one gets here.
+    db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.id == row.id))
