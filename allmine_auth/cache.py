@@ -28,6 +28,36 @@ def get_redis():
     return current_app.extensions.get("allmine_redis")
 
 
+def read_cached(key):
+    """``(client, value)`` for ``key``; ``(None, None)`` when Redis is unset or does not answer.
+
+    The caller then reads the database, and fills the entry with ``fill_cached``
+    through the returned client (``None``: don't).
+    """
+    client = get_redis()
+    if client is None:
+        return None, None
+    try:
+        return client, client.get(key)
+    except redis.RedisError:
+        log.warning("Redis unavailable; reading %s from the database", key.rsplit(":", 2)[-2])
+        return None, None
+
+
+def fill_cached(client, key, value, ttl):
+    """Cache ``value`` read from the database, unless an entry appeared meanwhile.
+
+    ``SET NX``: a mark written by a commit since our read (a revocation, a
+    stale profile) must never be overwritten by what we read before it.
+    """
+    if client is None:
+        return
+    try:
+        client.set(key, value, ex=ttl, nx=True)
+    except redis.RedisError:
+        log.warning("Redis unavailable; %s not cached", key.rsplit(":", 2)[-2])
+
+
 PENDING = "allmine_redis_writes"
 
 

@@ -10,21 +10,12 @@ from allmine_auth.auth import profiles
 from allmine_auth.extensions import db
 from allmine_auth.models import User
 from tests.conftest import assert_envelope, bearer
+from tests.test_email_login import PROFILE
 from tests.timeshift import travel
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("TEST_REDIS_URL"), reason="the profile cache needs TEST_REDIS_URL"
 )
-
-PROFILE = {
-    "name": "Ada",
-    "surname": "Yılmaz",
-    "username": "ada.yilmaz",
-    "privacyPolicyAccepted": True,
-    "privacyPolicyVersion": "1.2.0",
-    "termsOfUseAccepted": True,
-    "termsOfUseVersion": "1.1.0",
-}
 
 
 def me(client, login):

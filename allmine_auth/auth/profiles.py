@@ -9,19 +9,15 @@ before the change can't put the old profile back.
 """
 
 import json
-import logging
 
-import redis
 import sqlalchemy as sa
 from flask import current_app
 
 from allmine_auth.auth.schemas import UserSchema
-from allmine_auth.cache import get_redis, set_after_commit
+from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.errors import Unauthorized
 from allmine_auth.extensions import db
 from allmine_auth.models import User, read_in_autocommit
-
-log = logging.getLogger(__name__)
 
 PROFILE_CACHE_PREFIX = "allmine-auth:user:"
 STALE = "stale"
@@ -39,24 +35,14 @@ def user_or_401(user_id):
 
 def profile(user_id):
     """The serialized user (the ``data`` of GET /me), from Redis when it is there."""
-    client = get_redis()
     key = PROFILE_CACHE_PREFIX + str(user_id)
-    cached = None
-    if client is not None:
-        try:
-            cached = client.get(key)
-        except redis.RedisError:
-            log.warning("Redis unavailable; reading the user from the database")
-            client = None
-        if cached is not None and cached != STALE:
-            return json.loads(cached)
+    client, cached = read_cached(key)
+    if cached is not None and cached != STALE:
+        return json.loads(cached)
     read_in_autocommit()
     payload = USER_SCHEMA.dump(user_or_401(user_id))
-    if client is not None and cached is None:
-        try:
-            client.set(key, json.dumps(payload), ex=current_app.config["PROFILE_CACHE_TTL"], nx=True)
-        except redis.RedisError:
-            log.warning("Redis unavailable; profile not cached")
+    if cached is None:
+        fill_cached(client, key, json.dumps(payload), current_app.config["PROFILE_CACHE_TTL"])
     return payload
 
 

@@ -6,25 +6,21 @@ because ``token_in_blocklist_loader`` reads the session's state (from Redis
 when configured, else one primary-key read) on each request.
 """
 
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-import redis
 import sqlalchemy as sa
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
-from allmine_auth.cache import get_redis, set_after_commit
+from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
 from allmine_auth.models import Session, User, utcnow
-
-log = logging.getLogger(__name__)
 
 SESSION_CACHE_PREFIX = "allmine-auth:session:"
 REVOKED = "0"
@@ -165,17 +161,10 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
 
 def session_expiry(sid):
     """The session's end as a UNIX time, or 0 when it is revoked or unknown (cached in Redis)."""
-    client = get_redis()
     key = SESSION_CACHE_PREFIX + sid
-    if client is not None:
-        try:
-            cached = client.get(key)
-        except redis.RedisError:
-            log.warning("Redis unavailable; reading session state from the database")
-            client = None
-        else:
-            if cached is not None:
-                return float(cached)
+    client, cached = read_cached(key)
+    if cached is not None:
+        return float(cached)
     try:
         session_id = uuid.UUID(sid)
     except ValueError:
@@ -184,14 +173,7 @@ def session_expiry(sid):
         sa.select(Session.expires_at, Session.revoked_at).where(Session.id == session_id)
     ).first()
     expiry = row.expires_at.timestamp() if row is not None and row.revoked_at is None else 0.0
-    if client is not None:
-        try:
-            # nx: a revocation written meanwhile by another worker must never be overwritten by this read.
-            client.set(
-                key, repr(expiry) if expiry else REVOKED, ex=current_app.config["SESSION_CACHE_TTL"], nx=True
-            )
-        except redis.RedisError:
-            log.warning("Redis unavailable; session state not cached")
+    fill_cached(client, key, repr(expiry) if expiry else REVOKED, current_app.config["SESSION_CACHE_TTL"])
     return expiry
 
 
