@@ -1,4 +1,4 @@
-"""The optional Redis connection (``REDIS_URL``): session-state cache and shared counters.
+"""The optional Redis connection (``REDIS_URL``): the session-state and profile caches.
 
 Redis is an accelerator here, never the source of truth: every caller falls
 back to the database when it is unset or unreachable, and says so in the log.
