@@ -57,15 +57,10 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
     )
 
 
-def count_events(kind, since, *subsets, destination=None, channel=None):
-    """Count ``kind`` events after ``since`` (for a destination or a channel), in one query.
-
-    With no ``subsets``, return ``(count,)``; else one count per subset, each
-    a condition on ``AuthEvent`` (a shorter window, a prefix...).
-    """
-    counts = [sa.func.count().filter(subset) for subset in subsets] or [sa.func.count()]
+def select_events(columns, kind, since, destination=None, channel=None):
+    """``SELECT columns`` over the ``kind`` events after ``since``, for a destination or a channel."""
     query = (
-        sa.select(*counts)
+        sa.select(*columns)
         .select_from(AuthEvent)
         .where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
     )
@@ -75,16 +70,20 @@ def count_events(kind, since, *subsets, destination=None, channel=None):
         )
     if channel is not None:
         query = query.where(AuthEvent.channel == channel)
-    return tuple(db.session.execute(query).one())
+    return query
+
+
+def count_events(kind, since, *subsets, destination=None, channel=None):
+    """Count ``kind`` events after ``since`` (for a destination or a channel), in one query.
+
+    With no ``subsets``, return ``(count,)``; else one count per subset, each
+    a condition on ``AuthEvent`` (a shorter window, a prefix...).
+    """
+    counts = [sa.func.count().filter(subset) for subset in subsets] or [sa.func.count()]
+    return tuple(db.session.execute(select_events(counts, kind, since, destination, channel)).one())
 
 
 def oldest_event_since(kind, since, destination=None, *, channel=None):
     """When the oldest ``kind`` event after ``since`` happened, for a destination or channel (Retry-After)."""
-    query = sa.select(AuthEvent.created_at).where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
-    if destination is not None:
-        query = query.where(
-            AuthEvent.destination == destination.address, AuthEvent.channel == destination.channel
-        )
-    if channel is not None:
-        query = query.where(AuthEvent.channel == channel)
+    query = select_events([AuthEvent.created_at], kind, since, destination, channel)
     return db.session.scalar(query.order_by(AuthEvent.created_at).limit(1))
