@@ -32,6 +32,16 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * multiprocessing.cpu_c
 worker_class = "gthread"
 threads = 4
 
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections over them.
+# With one shared socket, whichever worker wakes first accepts a whole burst of connections, and with
+# keep-alive they stay there: a load balancer's or a benchmark's few long-lived connections then pile
+# onto one worker, which the GIL holds to one core (seen in `make bench`: half the machine idle, the
+# throughput halved). The cost: a worker that exits (max_requests, a crash) drops the connections still
+# waiting in its own accept queue, unless the kernel migrates them (Linux >= 5.14:
+# `sysctl net.ipv4.tcp_migrate_req=1`). The bind address needs a fixed port (0 would give each worker
+# a different one).
+reuse_port = True
+
 # A request may wait up to NOTIFY_TIMEOUT on a provider, so 30 s leaves ample room before the
 # arbiter kills a stuck worker. On SIGTERM, in-flight requests get graceful_timeout to finish: keep it
 # below the orchestrator's kill deadline (Kubernetes' terminationGracePeriodSeconds is 30 by default).

@@ -182,11 +182,17 @@ def measured(master_pid, *wrk_args):
     elapsed = time.perf_counter() - started
     after = cpu_ticks(master_pid)
     used = dict.fromkeys(("workers", "postgres", "redis", "wrk", "bench"), 0)
+    per_worker = []
     for pid, (component, total) in after.items():
-        used[component] += total - before.get(pid, (component, 0))[1]
+        ticks = total - before.get(pid, (component, 0))[1]
+        used[component] += ticks
+        if component == "workers":
+            per_worker.append(ticks)
     used["wrk"] = child_ticks() - wrk_before
     hz = os.sysconf("SC_CLK_TCK")
     summary["cpu_cores"] = {name: round(value / hz / elapsed, 2) for name, value in used.items()}
+    # How the load spread over the workers: one worker near 1.0 and the others idle is a GIL-bound run.
+    summary["worker_cores"] = sorted((round(ticks / hz / elapsed, 2) for ticks in per_worker), reverse=True)
     return summary
 
 
@@ -477,7 +483,8 @@ def report_line(name, summary):
     cpu = " ".join(f"{name} {cores:.2f}" for name, cores in summary["cpu_cores"].items() if cores >= 0.01)
     print(
         f"{name:>12}: {summary['rps']:8.0f} req/s  p50 {summary['p50_us'] / 1000:6.2f} ms"
-        f"  p99 {summary['p99_us'] / 1000:6.2f} ms{ratio}  cores: {cpu}{flag}",
+        f"  p99 {summary['p99_us'] / 1000:6.2f} ms{ratio}  cores: {cpu}"
+        f" (per worker {'/'.join(f'{cores:.1f}' for cores in summary['worker_cores'])}){flag}",
         flush=True,
     )
 

@@ -15,8 +15,8 @@ the caller makes it on the same URL, e.g.::
     with app.app_context():
         db.create_all()
 
-The server binds a free port on 127.0.0.1 (port 0 unless ``port`` is given;
-the real one is read from gunicorn's "Listening at" line), and the context
+The server binds a free port on 127.0.0.1 (chosen here unless ``port`` is
+given), and the context
 manager yields its base URL once ``GET /healthz`` answers 200. If the server
 exits or doesn't answer within ``startup_timeout`` seconds, ``ServerError``
 is raised with its stderr. On exit the server gets SIGTERM (gunicorn's
@@ -29,6 +29,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,13 @@ class ServerLogs:
         return self.stdout.read_text(errors="replace")
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def server_env(env):
     """The server's environment: ours, ``APP_ENV=testing``, then ``env``."""
     merged = {**os.environ, "APP_ENV": "testing", **{key: str(value) for key, value in env.items()}}
@@ -71,23 +79,18 @@ def server_env(env):
 
 
 def wait_until_up(process, logs, port, startup_timeout, ready_path="/healthz"):
-    """Wait for the bound port, then for ``ready_path``; return the base URL or raise ``ServerError``."""
+    """Wait for ``ready_path`` to answer 200 on ``port``; return the base URL or raise ``ServerError``."""
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerError(f"gunicorn exited with {process.returncode}:\n{logs.read_stderr()}")
-        if port is None:
-            found = LISTENING.search(logs.read_stderr())
-            if found:
-                port = int(found.group(1))
-        if port is not None:
-            base_url = f"http://127.0.0.1:{port}"
-            try:
-                with urllib.request.urlopen(f"{base_url}{ready_path}", timeout=2) as response:
-                    if response.status == 200:
-                        return base_url
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            with urllib.request.urlopen(f"{base_url}{ready_path}", timeout=2) as response:
+                if response.status == 200:
+                    return base_url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
         time.sleep(0.05)
     raise ServerError(
         f"gunicorn did not answer {ready_path} within {startup_timeout} s:\n{logs.read_stderr()}"
@@ -129,6 +132,8 @@ def gunicorn_server(
     before the server counts as up, ``on_start(process, logs)`` is called once
     it is (to learn its pid or log files).
     """
+    # A port chosen here, not 0: with reuse_port every worker binds the address itself.
+    port = port or free_port()
     with contextlib.ExitStack() as stack:
         if log_dir is None:
             log_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="allmine-gunicorn-"))
@@ -142,7 +147,7 @@ def gunicorn_server(
             "-c",
             str(ROOT / "gunicorn.conf.py"),
             "--bind",
-            f"127.0.0.1:{port or 0}",
+            f"127.0.0.1:{port}",
             *(("--workers", str(workers)) if workers is not None else ()),
             *args,
             app,

@@ -1,6 +1,6 @@
 """Where the service's time goes under load: py-spy samples every gunicorn worker while wrk drives it.
 
-    .venv/bin/python bench/profile.py [--users 1000] [--duration 8] [--scenarios me,refresh,send,verify]
+    .venv/bin/python bench/pyspy.py [--users 1000] [--duration 8] [--scenarios me,refresh,send,verify]
 
 Same production setup as ``bench/run.py``. For each scenario it prints the
 functions with the most samples, inclusive (the function or anything it
