@@ -87,10 +87,10 @@ def main():
     bench.reset_storage()
     bench.seed_to(USERS)
     scenarios = args.scenarios.split(",")
-    for name, send in senders(bench, scenarios, args.requests):
-        n = args.requests
+    n = args.requests
+    for name, send in senders(bench, scenarios, n):
         cpu_per_request(send, n)  # warm-up: caches, pools, first compilations
-        ms = cpu_per_request(lambda i, send=send: send(n + i), n)
+        ms = cpu_per_request(lambda i, send=send, n=n: send(n + i), n)
         print(f"{name:14s} {ms:6.3f} ms CPU per request", flush=True)
         if args.profile:
             profiler = cProfile.Profile()
