@@ -143,6 +143,8 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False
     JWT_IDENTITY_CLAIM = "sub"
+    # Access tokens each worker remembers as verified (allmine_auth/jwt_cache.py); 0 turns it off.
+    JWT_VERIFIED_CACHE_SIZE = env_int("JWT_VERIFIED_CACHE_SIZE", 1024)
     REFRESH_TOKEN_REUSE_INTERVAL = env_int("REFRESH_TOKEN_REUSE_INTERVAL", 10)
     SESSION_MAX_AGE = env_int("SESSION_MAX_AGE", 2592000)
     SESSION_CACHE_TTL = env_int("SESSION_CACHE_TTL", 300)

@@ -1,11 +1,11 @@
 """The Flask extensions, created here with no app; ``create_app`` binds them."""
 
-from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
 from allmine_auth.envelope import Api
+from allmine_auth.jwt_cache import CachingJWTManager
 from allmine_auth.netutil import client_ip
 
 
@@ -16,5 +16,27 @@ class Base(DeclarativeBase):
 # Objects stay readable after a commit without another SELECT: a request never needs the reload.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 api = Api()
-jwt = JWTManager()
-limiter = Limiter(key_func=client_ip)
+jwt = CachingJWTManager()
+
+
+class RouteLimiter(Limiter):
+    """flask-limiter for per-route limits only (``limiter.limit``/``shared_limit`` on the views).
+
+    Those are checked by the decorators themselves. flask-limiter also checks
+    every request in a ``before_request`` hook, for default and application-wide
+    limits; this service sets none, so the hook is taken out again (it cost
+    GET /me about a tenth of its CPU). Configure ``RATELIMIT_DEFAULT``,
+    ``RATELIMIT_APPLICATION`` or ``RATELIMIT_META`` and it stays (a limit on a
+    whole blueprint would need it too: there are none).
+    """
+
+    GLOBAL_LIMITS = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
+
+    def init_app(self, app):
+        super().init_app(app)
+        if not any(app.config.get(name) for name in self.GLOBAL_LIMITS):
+            hooks = app.before_request_funcs.get(None, [])
+            hooks[:] = [hook for hook in hooks if hook != self._check_request_limit]
+
+
+limiter = RouteLimiter(key_func=client_ip)

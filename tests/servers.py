@@ -27,9 +27,7 @@ for its whole process group. Its stdout (access log) and stderr are files in
 
 import contextlib
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +37,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fakes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
 class ServerError(RuntimeError):
@@ -61,13 +60,6 @@ class ServerLogs:
     def read_stdout(self):
         """The server's stdout (the JSON access lines) so far."""
         return self.stdout.read_text(errors="replace")
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def server_env(env):

@@ -95,6 +95,25 @@ def test_refresh_is_limited_per_ip(make_app):
         assert_error(client.post("/api/v1/auth/refresh", json={"refreshToken": "x"}), 429, TOO_MANY)
 
 
+def test_a_default_limit_still_applies_to_every_route(make_app):
+    # The limiter's per-request hook is dropped only while no default limit needs it.
+    app = limited_app(make_app, RATELIMIT_DEFAULT="2/minute")
+    client = app.test_client()
+    with app.app_context():
+        for _ in range(2):
+            assert_error(client.get("/api/v1/auth/me"), 401, "Missing or invalid token")
+        assert_error(client.get("/api/v1/auth/me"), 429, TOO_MANY)
+
+
+def test_routes_without_a_limit_are_not_counted(make_app):
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute")
+    client = app.test_client()
+    with app.app_context():
+        for _ in range(5):
+            assert_error(client.get("/api/v1/auth/me"), 401, "Missing or invalid token")
+        assert_envelope(client.post(SEND, json=phone(1)), 201)
+
+
 def test_send_limits_are_shared_by_sms_and_email(make_app):
     app = limited_app(make_app, RATELIMIT_SEND="2/minute")
     client = app.test_client()

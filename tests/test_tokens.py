@@ -540,6 +540,80 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
     assert_dead(client, login)
 
 
+# The verified-token cache (allmine_auth/jwt_cache.py)
+
+
+def count_signature_checks(monkeypatch):
+    """Count PyJWT's verified decodes (the ones given a key) from now on."""
+    calls = []
+    real = jwt.decode
+
+    def counting(token, key="", *args, **kwargs):
+        if key:
+            calls.append(token)
+        return real(token, key, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    return calls
+
+
+def test_an_access_token_is_verified_once_per_worker_and_still_checked_for_revocation(
+    app, client, auth, monkeypatch
+):
+    login = auth.login()
+    checks = count_signature_checks(monkeypatch)
+    assert_envelope(me(client, login["accessToken"]), 200)
+    assert checks == [login["accessToken"]]
+    assert_envelope(me(client, login["accessToken"]), 200)
+    assert checks == [login["accessToken"]]  # the second call skipped the signature check
+    assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
+    assert_error(me(client, login["accessToken"]), 401, REVOKED)
+    assert checks == [login["accessToken"]]
+
+
+def test_a_remembered_access_token_is_refused_once_it_expires(make_app):
+    app = make_app(fresh=True, JWT_ACCESS_TOKEN_EXPIRES=1, **REPEATED_LOGINS)
+    client = app.test_client()
+    with app.app_context():
+        login = AuthActions(client).login()
+        assert_envelope(me(client, login["accessToken"]), 200)
+        time.sleep(1.1)
+        assert_error(me(client, login["accessToken"]), 401, EXPIRED)
+
+
+def test_the_cache_keeps_the_newest_tokens_up_to_its_size(make_app, monkeypatch):
+    app = make_app(fresh=True, JWT_VERIFIED_CACHE_SIZE=2, **REPEATED_LOGINS)
+    client = app.test_client()
+    with app.app_context():
+        auth = AuthActions(client)
+        pairs = [auth.login() for _ in range(3)]
+        for pair in pairs:
+            assert_envelope(me(client, pair["accessToken"]), 200)
+        checks = count_signature_checks(monkeypatch)
+        for pair in reversed(pairs):
+            assert_envelope(me(client, pair["accessToken"]), 200)
+    # The two newest were remembered; the oldest was checked again.
+    assert checks == [pairs[0]["accessToken"]]
+
+
+def test_a_cache_size_of_zero_checks_every_time(make_app, monkeypatch):
+    app = make_app(fresh=True, JWT_VERIFIED_CACHE_SIZE=0, **REPEATED_LOGINS)
+    client = app.test_client()
+    with app.app_context():
+        login = AuthActions(client).login()
+        checks = count_signature_checks(monkeypatch)
+        for _ in range(2):
+            assert_envelope(me(client, login["accessToken"]), 200)
+    assert checks == [login["accessToken"]] * 2
+
+
+def test_a_token_remembered_by_one_app_is_not_trusted_by_an_app_with_another_key(make_app, client, auth):
+    login = auth.login()
+    assert_envelope(me(client, login["accessToken"]), 200)
+    other = make_app(JWT_SECRET_KEY=FOREIGN_SECRET)
+    assert_error(me(other.test_client(), login["accessToken"]), 401, MISSING)
+
+
 # Signing keys and the JWKS
 
 

@@ -1,0 +1,74 @@
+"""flask-jwt-extended's ``JWTManager``, remembering the access tokens it has verified.
+
+An app sends the same access token with every call for the token's whole
+life (an hour), and checking it is the largest part of a cheap call like
+GET /me: flask-jwt-extended has PyJWT parse it three times (claims, header,
+then the verified decode), and PyJWT checks each base64 segment character by
+character. So each worker keeps the claims of the last ``JWT_VERIFIED_CACHE_SIZE``
+access tokens whose signature it verified, keyed by the whole encoded token:
+the same string can only carry the same claims under the same signature.
+A hit is still refused once the token has expired; revocation is unaffected
+(``token_in_blocklist_loader`` reads the session's state on every request, hit
+or miss). Envoy's ``jwt_authn`` filter keeps the same kind of cache.
+"""
+
+import threading
+import time
+
+from flask import current_app
+from flask_jwt_extended import JWTManager
+
+
+class VerifiedTokens:
+    """A bounded map of encoded access token -> the claims it verified to; the oldest entry goes first."""
+
+    def __init__(self):
+        self._claims = {}
+        self._lock = threading.Lock()
+
+    def get(self, token, leeway):
+        """The token's claims if it was verified here and has not expired since, else ``None``."""
+        claims = self._claims.get(token)
+        if claims is None:
+            return None
+        if claims["exp"] <= time.time() - leeway:
+            self._claims.pop(token, None)
+            return None
+        return dict(claims)  # the caller's copy: flask-jwt-extended keeps it on ``g``
+
+    def put(self, token, claims, size):
+        """Remember a verified token, dropping the oldest entries beyond ``size``."""
+        with self._lock:
+            self._claims[token] = dict(claims)
+            while len(self._claims) > size:
+                del self._claims[next(iter(self._claims))]
+
+    def clear(self):
+        with self._lock:
+            self._claims.clear()
+
+
+class CachingJWTManager(JWTManager):
+    """``JWTManager`` whose access-token checks go through the app's ``VerifiedTokens`` (one per worker)."""
+
+    def init_app(self, app, add_context_processor=False):
+        super().init_app(app, add_context_processor)
+        # Per app, not per manager: apps with other keys (tests) must not share what was verified.
+        app.extensions["allmine_verified_tokens"] = VerifiedTokens()
+
+    def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
+        # flask-jwt-extended's one decode path (verify_jwt_in_request and decode_token both come here);
+        # the override is pinned to its 4.x series in setup.cfg and covered by tests/test_tokens.py.
+        size = current_app.config["JWT_VERIFIED_CACHE_SIZE"]
+        cacheable = size > 0 and csrf_value is None and not allow_expired
+        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        verified = current_app.extensions["allmine_verified_tokens"]
+        if cacheable:
+            claims = verified.get(encoded_token, leeway)
+            if claims is not None:
+                return claims
+        claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        # Refresh tokens are used once: remembering them would only crowd out access tokens.
+        if cacheable and claims.get("type") == "access" and isinstance(claims.get("exp"), int | float):
+            verified.put(encoded_token, claims, size)
+        return claims
