@@ -8,9 +8,10 @@ import logging
 
 import redis
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g
 
 log = logging.getLogger(__name__)
+PREFETCHED = "allmine_redis_prefetched"
 
 
 def init_app(app):
@@ -28,17 +29,26 @@ def get_redis():
     return current_app.extensions.get("allmine_redis")
 
 
-def read_cached(key):
+def read_cached(key, prefetch=()):
     """``(client, value)`` for ``key``; ``(None, None)`` when Redis is unset or does not answer.
 
     The caller then reads the database, and fills the entry with ``fill_cached``
-    through the returned client (``None``: don't).
+    through the returned client (``None``: don't). ``prefetch`` names keys this
+    request will read next: they come in the same round trip (``MGET``) and a
+    later ``read_cached`` of one of them, in this request, takes it from there.
     """
     client = get_redis()
     if client is None:
         return None, None
+    prefetched = g.get(PREFETCHED)
+    if prefetched and key in prefetched:
+        return client, prefetched.pop(key)
     try:
-        return client, client.get(key)
+        if not prefetch:
+            return client, client.get(key)
+        value, *more = client.mget(key, *prefetch)
+        g.setdefault(PREFETCHED, {}).update(zip(prefetch, more, strict=True))
+        return client, value
     except redis.RedisError:
         log.warning("Redis unavailable; reading %s from the database", key.rsplit(":", 2)[-2])
         return None, None

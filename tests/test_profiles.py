@@ -37,6 +37,23 @@ def test_me_is_served_from_redis_once_read(client, auth, app):
     assert me(client, login) == first
 
 
+def test_a_warm_me_is_one_redis_round_trip(client, auth, app, monkeypatch):
+    login = auth.login()
+    first = me(client, login)
+    real = app.extensions["allmine_redis"]
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setitem(app.extensions, "allmine_redis", Counting())
+    assert me(client, login) == first
+    # The session state and the profile, in one MGET.
+    assert calls == ["mget"]
+
+
 def test_a_profile_change_through_the_app_shows_at_once(client, auth):
     login = auth.login()
     me(client, login)

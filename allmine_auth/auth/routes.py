@@ -209,6 +209,9 @@ class Logout(MethodView):
 class Me(MethodView):
     """The current user."""
 
+    # The token check reads this user's cached profile with the session state (one Redis round trip).
+    reads_profile = True
+
     @blp.doc(security=BEARER, description="Oturum açmış kullanıcının bilgilerini döner.")
     @jwt_required()
     @blp.errors(401)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, request
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
+from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
@@ -159,10 +160,13 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     return ended
 
 
-def session_expiry(sid):
-    """The session's end as a UNIX time, or 0 when it is revoked or unknown (cached in Redis)."""
+def session_expiry(sid, prefetch=()):
+    """The session's end as a UNIX time, or 0 when it is revoked or unknown (cached in Redis).
+
+    ``prefetch``: more Redis keys the request will read, fetched in the same round trip.
+    """
     key = SESSION_CACHE_PREFIX + sid
-    client, cached = read_cached(key)
+    client, cached = read_cached(key, prefetch)
     if cached is not None:
         return float(cached)
     try:
@@ -221,7 +225,13 @@ def register_jwt_callbacks(app):
     @jwt.token_in_blocklist_loader
     def session_is_over(jwt_header, jwt_payload):
         sid = jwt_payload.get("sid")
-        return not sid or session_expiry(sid) <= utcnow().timestamp()
+        if not sid:
+            return True
+        # A view that shows the cached profile (GET /me) gets it in the same Redis round trip.
+        view = getattr(current_app.view_functions.get(request.endpoint), "view_class", None)
+        wanted = getattr(view, "reads_profile", False) and isinstance(jwt_payload.get("sub"), str)
+        prefetch = (PROFILE_CACHE_PREFIX + jwt_payload["sub"],) if wanted else ()
+        return session_expiry(sid, prefetch) <= utcnow().timestamp()
 
     @jwt.expired_token_loader
     def expired(jwt_header, jwt_payload):
