@@ -8,8 +8,6 @@ never overwrites a stale mark (``SET NX``), so a reader that loaded the row
 before the change can't put the old profile back.
 """
 
-import json
-
 import sqlalchemy as sa
 from flask import current_app
 
@@ -33,16 +31,16 @@ def user_or_401(user_id):
     return user
 
 
-def profile(user_id):
-    """The serialized user (the ``data`` of GET /me), from Redis when it is there."""
+def profile_json(user_id):
+    """The serialized user (the ``data`` of GET /me) as JSON text, from Redis when it is there."""
     key = PROFILE_CACHE_PREFIX + str(user_id)
     client, cached = read_cached(key)
     if cached is not None and cached != STALE:
-        return json.loads(cached)
+        return cached
     read_in_autocommit()
-    payload = USER_SCHEMA.dump(user_or_401(user_id))
+    payload = current_app.json.dumps(USER_SCHEMA.dump(user_or_401(user_id)))
     if cached is None:
-        fill_cached(client, key, json.dumps(payload), current_app.config["PROFILE_CACHE_TTL"])
+        fill_cached(client, key, payload, current_app.config["PROFILE_CACHE_TTL"])
     return payload
 
 

@@ -23,7 +23,7 @@ from allmine_auth.auth.schemas import (
     VerifyEmailSchema,
     VerifyPhoneSchema,
 )
-from allmine_auth.envelope import Blueprint, envelope_response
+from allmine_auth.envelope import Blueprint, raw_envelope_response
 from allmine_auth.extensions import limiter
 from allmine_auth.models import read_in_autocommit
 from allmine_auth.netutil import current_client
@@ -218,8 +218,8 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Kullanıcı bilgilerini getir"""
-        # Already serialized (from the profile cache): rendered here, not by the UserSchema above.
-        return envelope_response(200, profiles.profile(uuid.UUID(get_jwt()["sub"])))
+        # Already JSON (the profile cache holds it so): put in the envelope as it is, not by the UserSchema.
+        return raw_envelope_response(200, profiles.profile_json(uuid.UUID(get_jwt()["sub"])))
 
 
 @blp.route("/sessions")
