@@ -31,25 +31,31 @@ class Event(enum.StrEnum):
     SEND_REFUSED = "send_refused"
 
 
+# On the Core table, not the ORM entity: no ORM bulk-insert machinery for a row nobody loads.
+INSERT_EVENT = sa.insert(AuthEvent.__table__)
+
+
 def record(kind, client=None, *, destination=None, user_id=None, session_id=None, detail=None, now=None):
     """Insert an event in the current transaction (the caller commits).
 
     A plain ``INSERT`` rather than an ORM object: events are written, never
     loaded back in the same request, and this is on every login and refresh.
+    One statement object with parameters, so SQLAlchemy compiles it once.
     """
     db.session.execute(
-        sa.insert(AuthEvent).values(
-            kind=str(kind),
-            channel=destination.channel if destination else None,
-            destination=destination.address if destination else None,
-            prefix=destination.prefix if destination else None,
-            user_id=user_id,
-            session_id=session_id,
-            ip=client.ip if client else None,
-            user_agent=client.user_agent if client else None,
-            detail=detail,
-            created_at=now or utcnow(),
-        )
+        INSERT_EVENT,
+        {
+            "kind": str(kind),
+            "channel": destination.channel if destination else None,
+            "destination": destination.address if destination else None,
+            "prefix": destination.prefix if destination else None,
+            "user_id": user_id,
+            "session_id": session_id,
+            "ip": client.ip if client else None,
+            "user_agent": client.user_agent if client else None,
+            "detail": detail,
+            "created_at": now or utcnow(),
+        },
     )
     metrics.count_event(kind)
     log.info(

@@ -90,18 +90,7 @@ def rotate_refresh_token(token, client=None, *, now=None):
         raise Unauthorized()
     sid, jti = uuid.UUID(claims["sid"]), claims["jti"]
     new_jti = str(uuid.uuid4())
-    rotated = db.session.execute(
-        sa.update(Session)
-        .where(
-            Session.id == sid,
-            Session.refresh_jti == jti,
-            Session.revoked_at.is_(None),
-            Session.expires_at > now,
-        )
-        .values(refresh_jti=new_jti, previous_refresh_jti=jti, rotated_at=now, last_used_at=now)
-        .returning(Session.id, Session.user_id, Session.expires_at, REGISTRATION_COMPLETE.label("complete"))
-        .execution_options(synchronize_session=False)
-    ).first()
+    rotated = db.session.execute(ROTATE, {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now}).first()
     if rotated:
         audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
         db.session.commit()
@@ -124,6 +113,27 @@ def rotate_refresh_token(token, client=None, *, now=None):
 # The session's user's registration flag, read in the rotating UPDATE's RETURNING (one round trip).
 REGISTRATION_COMPLETE = (
     sa.select(User.is_registration_complete).where(User.id == Session.user_id).scalar_subquery()
+)
+# The rotation: built once with parameters (compiled once), on the Core table (no ORM bulk-update
+# machinery; nothing in the session holds the row).
+_SESSIONS = Session.__table__
+ROTATE = (
+    sa.update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id == sa.bindparam("sid"),
+        _SESSIONS.c.refresh_jti == sa.bindparam("jti"),
+        _SESSIONS.c.revoked_at.is_(None),
+        _SESSIONS.c.expires_at > sa.bindparam("now"),
+    )
+    .values(
+        refresh_jti=sa.bindparam("new_jti"),
+        previous_refresh_jti=sa.bindparam("jti"),
+        rotated_at=sa.bindparam("now"),
+        last_used_at=sa.bindparam("now"),
+    )
+    .returning(
+        _SESSIONS.c.id, _SESSIONS.c.user_id, _SESSIONS.c.expires_at, REGISTRATION_COMPLETE.label("complete")
+    )
 )
 
 
