@@ -1,9 +1,9 @@
 """The one-time code engine, shared by SMS and email (rules: ``../shared/API.md``).
 
 A code is drawn with ``secrets`` and kept only as an HMAC of channel,
-destination and code. Every check first counts the attempt atomically
-(``UPDATE ... RETURNING``), then compares; the winning check deletes the row,
-so of N parallel checks with the right code exactly one succeeds.
+destination and code. The right code deletes its row in one statement
+(``DELETE ... RETURNING``), so of N parallel checks with it exactly one
+succeeds; a wrong one counts an attempt on the row (``UPDATE ... RETURNING``).
 """
 
 import hashlib
@@ -162,26 +162,24 @@ def issue_code(destination, deliver, client=None, *, now=None, guard=None):
     return code
 
 
-def count_attempt(destination, now):
-    """Count one attempt on the live code; return ``(id, code_hash, attempts)`` or ``None``.
+def live_code_params(destination, now, **more):
+    """The parameters of ``USE_CODE`` and ``COUNT_ATTEMPT``: the destination's code still live at ``now``."""
+    return {
+        "b_channel": destination.channel,
+        "b_destination": destination.address,
+        "b_now": now,
+        "b_max_attempts": current_app.config["OTP_MAX_ATTEMPTS"],
+        **more,
+    }
 
-    The ``UPDATE`` locks the row until the transaction ends: a parallel check
-    waits, then finds the row used up. Whatever follows commits the count
-    (the failure record, or the login with the code's deletion).
+
+def count_attempt(destination, now):
+    """Count one attempt on the live code; return ``(id, attempts)`` or ``None``.
+
+    The ``UPDATE`` locks the row until the transaction ends; the failure
+    record that follows commits the count.
     """
-    row = db.session.execute(
-        sa.update(OneTimeCode)
-        .where(
-            OneTimeCode.channel == destination.channel,
-            OneTimeCode.destination == destination.address,
-            OneTimeCode.expires_at > now,
-            OneTimeCode.attempts < current_app.config["OTP_MAX_ATTEMPTS"],
-        )
-        .values(attempts=OneTimeCode.attempts + 1)
-        .returning(OneTimeCode.id, OneTimeCode.code_hash, OneTimeCode.attempts)
-        .execution_options(synchronize_session=False)
-    ).first()
-    return row
+    return db.session.execute(COUNT_ATTEMPT, live_code_params(destination, now)).first()
 
 
 def record_failure(destination, client, now, burn_code_id=None):
@@ -224,17 +222,52 @@ def consume_code(destination, code, client=None, *, now=None):
     The caller commits once the login it guards is written, so that the
     code's deletion and the login land together. Raises ``InvalidCode`` (one
     text for unknown, wrong, expired and used codes) or ``RateLimited``.
+
+    The right code is one statement: ``USE_CODE`` deletes the live code whose
+    HMAC matches, unless the destination is locked. Its row lock lasts until
+    the caller commits, so of N parallel checks with the right code one
+    deletes it and the others, waiting on the lock, then find nothing and fail.
+    Anything else takes the slow path: a lock is a 429 (no attempt counted),
+    else the attempt is counted on the live code and the failure recorded.
     """
     now = now or utcnow()
-    ensure_not_locked(destination, now)
     fixed = test_code_for(destination, now)
     if fixed is not None and hmac.compare_digest(fixed, code):
+        ensure_not_locked(destination, now)
         return
+    params = live_code_params(destination, now, b_code_hash=code_hmac(destination, code))
+    if db.session.execute(USE_CODE, params).first() is not None:
+        return
+    ensure_not_locked(destination, now)
     row = count_attempt(destination, now)
-    if row is None or not hmac.compare_digest(row.code_hash, code_hmac(destination, code)):
-        spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
-        record_failure(destination, client, now, burn_code_id=row.id if spent else None)
-        raise InvalidCode()
-    # This transaction holds the row's lock since count_attempt: a parallel check waits, then finds
-    # the row gone. Of N parallel checks with the right code, exactly one gets here.
-    db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.id == row.id))
+    spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
+    record_failure(destination, client, now, burn_code_id=row.id if spent else None)
+    raise InvalidCode()
+
+
+# The statements of a check, built once (compiled once) on the Core tables; values come as parameters
+# (named b_*: a bind parameter may not share a column's name in an UPDATE).
+_CODES, _LOCKS = OneTimeCode.__table__, DestinationLock.__table__
+_LIVE_CODE = (
+    _CODES.c.channel == sa.bindparam("b_channel"),
+    _CODES.c.destination == sa.bindparam("b_destination"),
+    _CODES.c.expires_at > sa.bindparam("b_now"),
+    _CODES.c.attempts < sa.bindparam("b_max_attempts"),
+)
+_NOT_LOCKED = ~sa.exists().where(
+    _LOCKS.c.channel == sa.bindparam("b_channel"),
+    _LOCKS.c.destination == sa.bindparam("b_destination"),
+    _LOCKS.c.locked_until > sa.bindparam("b_now"),
+)
+# HMACs compared by the database: both sides are keyed hashes, so timing tells nothing about the code.
+USE_CODE = (
+    sa.delete(_CODES)
+    .where(*_LIVE_CODE, _CODES.c.code_hash == sa.bindparam("b_code_hash"), _NOT_LOCKED)
+    .returning(_CODES.c.id)
+)
+COUNT_ATTEMPT = (
+    sa.update(_CODES)
+    .where(*_LIVE_CODE)
+    .values(attempts=_CODES.c.attempts + 1)
+    .returning(_CODES.c.id, _CODES.c.attempts)
+)
