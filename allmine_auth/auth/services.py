@@ -1,5 +1,6 @@
 """Login and profile rules, on plain values: no request object reaches this module."""
 
+import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -55,8 +56,13 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         db.session.flush()
         user = None
     if user is None:
+        # The id is drawn here, so nothing needs flushing before the session row names it.
         user = User(
-            signup_source=signup_source, signup_campaign=signup_campaign, created_at=now, last_login=now
+            id=uuid.uuid4(),
+            signup_source=signup_source,
+            signup_campaign=signup_campaign,
+            created_at=now,
+            last_login=now,
         )
         if destination.channel == SMS:
             user.phone_e164 = destination.address
@@ -65,9 +71,9 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         else:
             user.email, user.email_verified = destination.address, True
         db.session.add(user)
-        db.session.flush()
     else:
         user.last_login = now
+    # The session INSERT flushes the new or changed user first (autoflush).
     session, tokens = open_session(user, client, now)
     audit.record(
         Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now

@@ -8,7 +8,7 @@ when configured, else one primary-key read) on each request.
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app, request
@@ -58,20 +58,37 @@ def mint_tokens(user_id, registration_complete, session, refresh_jti, now):
     return TokenPair(access, refresh, access_seconds, refresh_seconds)
 
 
+@dataclass(frozen=True)
+class OpenedSession:
+    """What a login needs of the session it just opened."""
+
+    id: uuid.UUID
+    expires_at: datetime
+
+
+# A plain INSERT (compiled once), not an ORM object: the login never reads the row back.
+INSERT_SESSION = sa.insert(Session.__table__)
+
+
 def open_session(user, client, now):
     """Start a session for ``user`` (in the caller's transaction) and return ``(session, tokens)``."""
-    refresh_jti = str(uuid.uuid4())
-    session = Session(
-        id=uuid.uuid4(),
-        user_id=user.id,
-        refresh_jti=refresh_jti,
-        device=client.device if client else None,
-        ip=client.ip if client else None,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"]),
+    session = OpenedSession(
+        id=uuid.uuid4(), expires_at=now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"])
     )
-    db.session.add(session)
+    refresh_jti = str(uuid.uuid4())
+    db.session.execute(
+        INSERT_SESSION,
+        {
+            "id": session.id,
+            "user_id": user.id,
+            "refresh_jti": refresh_jti,
+            "device": client.device if client else None,
+            "ip": client.ip if client else None,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": session.expires_at,
+        },
+    )
     return session, mint_tokens(user.id, user.is_registration_complete, session, refresh_jti, now)
 
 
