@@ -3,6 +3,7 @@
 import os
 
 from flask import Flask
+from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -20,6 +21,7 @@ def create_app(config_class=None, *, migrations=True):
     config_class.check()
     app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
     app.json = EnvelopeJSONProvider(app)
+    app.session_interface = NoCookieSessions()
     app.config.from_object(config_class)
     register_middleware(app)
     register_extensions(app, migrations)
@@ -27,6 +29,18 @@ def create_app(config_class=None, *, migrations=True):
     register_errorhandlers(app)
     register_commands(app)
     return app
+
+
+class NoCookieSessions(SessionInterface):
+    """No Flask cookie session: this API is token-based, and the default interface builds a signing
+    serializer on every request only to find no cookie. ``flask.session`` is a ``NullSession``
+    (writing to it is an error)."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response):
+        return None
 
 
 def register_middleware(app):

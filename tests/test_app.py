@@ -243,3 +243,12 @@ def test_production_logs_json_lines_with_the_request_id(capfd):
     assert refused and refused[0]["request_id"] == "r-1" and refused[0]["level"] == "WARNING"
     with app.app_context():
         db.engine.dispose()
+
+
+def test_there_are_no_cookie_sessions(app, client):
+    import flask
+
+    with app.test_request_context("/"):
+        assert isinstance(flask.session, flask.sessions.NullSession)
+    response = client.get("/healthz")
+    assert "Set-Cookie" not in response.headers
