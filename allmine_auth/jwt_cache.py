@@ -15,6 +15,7 @@ not in the cache (every refresh token) is parsed once, not three times.
 
 import threading
 import time
+from datetime import timedelta
 
 from flask import current_app
 from flask_jwt_extended import JWTManager
@@ -48,10 +49,6 @@ class VerifiedTokens:
             while len(self._claims) > size:
                 del self._claims[next(iter(self._claims))]
 
-    def clear(self):
-        with self._lock:
-            self._claims.clear()
-
 
 class CachingJWTManager(JWTManager):
     """``JWTManager`` whose access-token checks go through the app's ``VerifiedTokens`` (one per worker)."""
@@ -66,7 +63,9 @@ class CachingJWTManager(JWTManager):
         # the override is pinned to its 4.x series in setup.cfg and covered by tests/test_tokens.py.
         size = current_app.config["JWT_VERIFIED_CACHE_SIZE"]
         cacheable = size > 0 and csrf_value is None and not allow_expired
-        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        leeway = current_app.config["JWT_DECODE_LEEWAY"]  # seconds or a timedelta, as PyJWT takes it
+        if isinstance(leeway, timedelta):
+            leeway = leeway.total_seconds()
         verified = current_app.extensions["allmine_verified_tokens"]
         if cacheable:
             claims = verified.get(encoded_token, leeway)

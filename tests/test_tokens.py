@@ -581,6 +581,16 @@ def test_a_remembered_access_token_is_refused_once_it_expires(make_app):
         assert_error(me(client, login["accessToken"]), 401, EXPIRED)
 
 
+@pytest.mark.parametrize("leeway", [5, timedelta(seconds=5)], ids=["seconds", "timedelta"])
+def test_a_remembered_token_honours_the_decode_leeway(make_app, leeway):
+    app = make_app(fresh=True, JWT_DECODE_LEEWAY=leeway, **REPEATED_LOGINS)
+    client = app.test_client()
+    with app.app_context():
+        login = AuthActions(client).login()
+        for _ in range(2):
+            assert_envelope(me(client, login["accessToken"]), 200)
+
+
 def test_the_cache_keeps_the_newest_tokens_up_to_its_size(make_app, monkeypatch):
     app = make_app(fresh=True, JWT_VERIFIED_CACHE_SIZE=2, **REPEATED_LOGINS)
     client = app.test_client()
