@@ -57,6 +57,11 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
             "created_at": now or utcnow(),
         },
     )
+    announce(kind, destination, user_id)
+
+
+def announce(kind, destination=None, user_id=None):
+    """Count and log an event whose row was written (by ``record`` or in another statement)."""
     metrics.count_event(kind)
     log.info(
         "auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id

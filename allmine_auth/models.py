@@ -167,10 +167,20 @@ def read_in_autocommit():
     """For a read-only view: run the request's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
 
     Call it only where nothing in the request writes afterwards; a session
-    that has begun a transaction already is left as it is.
+    that has begun a transaction already is left as it is. (A write that is
+    one statement, atomic on its own, may run so too: ``single_statement_writes``.)
     """
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def single_statement_writes():
+    """Whether the database runs a data-modifying CTE (``WITH x AS (UPDATE ...) INSERT ...``): PostgreSQL.
+
+    There a write and its audit row can be one statement, sent outside a
+    transaction: one round trip instead of ``BEGIN``, two statements, ``COMMIT``.
+    """
+    return db.engine.dialect.name == "postgresql"
 
 
 @sa.event.listens_for(sa.engine.Engine, "connect")

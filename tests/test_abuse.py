@@ -217,7 +217,11 @@ def test_the_audit_trail_records_a_whole_login_and_never_the_code(client, auth, 
     assert_error(auth.verify(f"{(int(code) + 1) % 10_000:04d}"), 401, "Invalid or expired code")
     data = assert_envelope(auth.verify(code, headers={"User-Agent": "Allmine/2.0 (iOS)"}), 200)
     travel(1)
-    client.post("/api/v1/auth/refresh", json={"refreshToken": data["refreshToken"]})
+    client.post(
+        "/api/v1/auth/refresh",
+        json={"refreshToken": data["refreshToken"]},
+        headers={"User-Agent": "Allmine/2.0 (iOS)"},
+    )
     travel(20)
     client.post("/api/v1/auth/refresh", json={"refreshToken": data["refreshToken"]})
     second = auth.login(phone(2))
@@ -233,6 +237,14 @@ def test_the_audit_trail_records_a_whole_login_and_never_the_code(client, auth, 
         "Allmine/2.0 (iOS)",
     )
     assert str(login.user_id) == data["user"]["id"]
+    refresh = rows[3]
+    assert (refresh.user_id, refresh.session_id, refresh.ip, refresh.user_agent) == (
+        login.user_id,
+        login.session_id,
+        "127.0.0.1",
+        "Allmine/2.0 (iOS)",
+    )
+    assert refresh.created_at > login.created_at
     for row in rows:
         text = " ".join(map(str, (row.kind, row.destination, row.detail, row.user_agent, row.ip)))
         assert re.search(rf"\b{code}\b", text) is None

@@ -21,7 +21,14 @@ from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
-from allmine_auth.models import Session, User, utcnow
+from allmine_auth.models import (
+    AuthEvent,
+    Session,
+    User,
+    read_in_autocommit,
+    single_statement_writes,
+    utcnow,
+)
 
 SESSION_CACHE_PREFIX = "allmine-auth:session:"
 REVOKED = "0"
@@ -107,10 +114,28 @@ def rotate_refresh_token(token, client=None, *, now=None):
         raise Unauthorized()
     sid, jti = uuid.UUID(claims["sid"]), claims["jti"]
     new_jti = str(uuid.uuid4())
-    rotated = db.session.execute(ROTATE, {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now}).first()
+    params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now}
+    if single_statement_writes():
+        # The rotation and its audit row in one statement, outside a transaction: one round trip.
+        read_in_autocommit()
+        rotated = db.session.execute(
+            ROTATE_AND_RECORD,
+            {
+                **params,
+                "b_kind": str(Event.REFRESH),
+                "b_ip": client.ip if client else None,
+                "b_user_agent": client.user_agent if client else None,
+            },
+        ).first()
+        db.session.rollback()  # nothing to undo: hands the connection back; what follows starts afresh
+        if rotated:
+            audit.announce(Event.REFRESH, user_id=rotated.user_id)
+    else:
+        rotated = db.session.execute(ROTATE, params).first()
+        if rotated:
+            audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
+            db.session.commit()
     if rotated:
-        audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
-        db.session.commit()
         return mint_tokens(rotated.user_id, rotated.complete, rotated, new_jti, now)
     session = db.session.get(Session, sid, populate_existing=True)
     if session is None or not session.is_active(now):
@@ -151,6 +176,26 @@ ROTATE = (
     .returning(
         _SESSIONS.c.id, _SESSIONS.c.user_id, _SESSIONS.c.expires_at, REGISTRATION_COMPLETE.label("complete")
     )
+)
+# PostgreSQL: the rotation, and its audit row inserted from what it returned, as one statement
+# (``WITH rotated AS (UPDATE ...), recorded AS (INSERT ... SELECT ... FROM rotated) SELECT * FROM rotated``).
+# A statement is atomic: the row is written exactly when the session rotated.
+_EVENTS = AuthEvent.__table__
+_ROTATED = ROTATE.cte("rotated")
+ROTATE_AND_RECORD = sa.select(_ROTATED).add_cte(
+    sa.insert(_EVENTS)
+    .from_select(
+        ["kind", "user_id", "session_id", "ip", "user_agent", "created_at"],
+        sa.select(
+            sa.bindparam("b_kind", type_=_EVENTS.c.kind.type),
+            _ROTATED.c.user_id,
+            _ROTATED.c.id,
+            sa.bindparam("b_ip", type_=_EVENTS.c.ip.type),
+            sa.bindparam("b_user_agent", type_=_EVENTS.c.user_agent.type),
+            sa.bindparam("now", type_=_EVENTS.c.created_at.type),
+        ),
+    )
+    .cte("recorded")
 )
 
 
