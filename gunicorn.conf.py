@@ -38,8 +38,9 @@ threads = 4
 # onto one worker, which the GIL holds to one core (seen in `make bench`: half the machine idle, the
 # throughput halved). The cost: a worker that exits (max_requests, a crash) drops the connections still
 # waiting in its own accept queue, unless the kernel migrates them (Linux >= 5.14:
-# `sysctl net.ipv4.tcp_migrate_req=1`). The bind address needs a fixed port (0 would give each worker
-# a different one).
+# `sysctl net.ipv4.tcp_migrate_req=1`). It only works for TCP addresses with a fixed port: on a Unix
+# socket each worker would replace the last one's file, on port 0 each would get its own port, and
+# sockets handed over by systemd would be ignored. `on_starting` turns it off for those binds.
 reuse_port = True
 
 # A request may wait up to NOTIFY_TIMEOUT on a provider, so 30 s leaves ample room before the
@@ -149,11 +150,28 @@ def on_starting(server):
         config_for(os.environ.get("APP_ENV", "production")).check()
     except ConfigError as error:
         sys.exit(f"allmine_auth: refusing to start: {error}")
+    keep_reuse_port_where_it_works(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def keep_reuse_port_where_it_works(server):
+    """Turn ``reuse_port`` off unless every bind is TCP with a fixed port and no sockets are inherited.
+
+    Runs before the arbiter creates its sockets, with the final settings (command-line ``--bind``
+    included), so one shared socket is made as usual where per-worker sockets can't work.
+    """
+    if not server.cfg.reuse_port:
+        return
+    tcp = all(isinstance(address, tuple) and address[1] for address in server.cfg.address)
+    if tcp and not os.environ.get("LISTEN_FDS"):
+        server.log.info("each worker listens on its own SO_REUSEPORT socket")
+        return
+    server.cfg.set("reuse_port", False)
+    server.log.info("reuse_port off: a bind is not TCP with a fixed port, or sockets come from systemd")
 
 
 def child_exit(server, worker):

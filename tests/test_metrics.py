@@ -1,9 +1,13 @@
 """Prometheus metrics: the /metrics text, request and event counters, and gunicorn's workers adding up."""
 
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -16,7 +20,7 @@ from allmine_auth import create_app, metrics
 from allmine_auth.extensions import db
 from allmine_auth.notify import DeliveryError
 from tests.conftest import assert_error, close_app, make_config
-from tests.servers import gunicorn_server
+from tests.servers import ROOT, ServerLogs, gunicorn_server, server_env, stop
 
 SESSION_ROUTE = "/api/v1/auth/sessions/<uuid:session_id>"
 HEALTHZ_200 = {"method": "GET", "route": "/healthz", "status": "200"}
@@ -280,3 +284,76 @@ def test_access_log_lines_are_json_with_the_request_id(two_workers):
     assert entry["status"] == status == 200
     assert entry["user_agent"] == 'probe "quoted" \\ agent'
     assert entry["duration_ms"] >= 0
+
+
+# Listening sockets (gunicorn.conf.py: reuse_port)
+
+
+def test_each_worker_listens_on_its_own_socket_and_connections_spread(two_workers):
+    base_url, _, logs = two_workers
+    assert "each worker listens on its own SO_REUSEPORT socket" in logs.read_stderr()
+    host, port = base_url.removeprefix("http://").split(":")
+    # 16 connections open at once, as a load balancer keeps them: the kernel hands them to both workers.
+    connections = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(16)]
+    request_ids = []
+    for connection in connections:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        request_ids.append(response.headers["X-Request-ID"])
+    for connection in connections:
+        connection.close()
+    deadline = time.monotonic() + 10
+    while not all(request_id in logs.read_stdout() for request_id in request_ids):
+        assert time.monotonic() < deadline, "access lines missing"
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in logs.read_stdout().splitlines() if line.strip()]
+    assert len({line["pid"] for line in lines if line["request_id"] in request_ids}) == 2
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.socket_path)
+
+
+def test_on_a_unix_socket_the_workers_share_one(tmp_path):
+    path = str(tmp_path / "gunicorn.sock")
+    logs = ServerLogs(tmp_path / "stdout.log", tmp_path / "stderr.log")
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"unix:{path}"]
+    with open(logs.stdout, "wb") as stdout, open(logs.stderr, "wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--workers", "2", "wsgi:app"],
+            cwd=ROOT,
+            env=server_env({"PROMETHEUS_MULTIPROC_DIR": tmp_path / "prometheus"}),
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, logs.read_stderr()
+            connection = UnixHTTPConnection(path)
+            try:
+                connection.request("GET", "/healthz")
+                assert connection.getresponse().status == 200
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert time.monotonic() < deadline, logs.read_stderr()
+                time.sleep(0.05)
+            finally:
+                connection.close()
+        # One socket made by the arbiter and shared, not one per worker (each replacing the last's file).
+        assert f"Listening at: unix:{path}" in logs.read_stderr()
+        assert "reuse_port off" in logs.read_stderr()
+    finally:
+        stop(process, 15)
