@@ -184,6 +184,11 @@ class EnvelopeJSONProvider(DefaultJSONProvider):
     sort_keys = False
     compact = True
 
+    def dumps(self, obj, **kwargs):
+        """Compact here too (Flask makes only ``response()`` compact): cached bodies look like the rest."""
+        kwargs.setdefault("separators", (",", ":"))
+        return super().dumps(obj, **kwargs)
+
 
 class EnvelopeSchema(ma.Schema):
     """Documentation of the envelope around every response."""

@@ -356,6 +356,15 @@ def test_me_returns_the_whole_user(client, auth):
     assert_envelope(me(client, login["accessToken"]), 200, data=login["user"])
 
 
+def test_me_is_compact_json_in_the_envelope_order_like_every_answer(app, client, auth):
+    login = auth.login()
+    for _ in range(2):  # filling the profile cache (with Redis), then from it
+        response = me(client, login["accessToken"])
+        assert response.get_data(as_text=True) == app.json.dumps(response.get_json()) + "\n"
+        assert response.get_data(as_text=True).startswith('{"isSuccess":true,"statusCode":200,"data":{')
+        assert response.mimetype == "application/json"
+
+
 def test_sessions_lists_the_active_sessions_with_their_device_and_the_current_flag(client, auth):
     phone = login_from(auth, {"User-Agent": "Allmine/2.3 (iPhone; iOS 18.1)"})
     tablet = login_from(auth, {"User-Agent": "okhttp/4.12.0", "X-Device-Name": "Ayse's Pixel Tablet"})
