@@ -13,7 +13,7 @@ import requests
 import sqlalchemy as sa
 
 from allmine_auth import create_app
-from allmine_auth.extensions import db
+from allmine_auth.extensions import db, limiter
 from allmine_auth.models import AuthEvent, DestinationLock
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer, make_config
 from tests.fakes import free_port
@@ -98,6 +98,7 @@ def test_refresh_is_limited_per_ip(make_app):
 def test_a_default_limit_still_applies_to_every_route(make_app):
     # The limiter's per-request hook is dropped only while no default limit needs it.
     app = limited_app(make_app, RATELIMIT_DEFAULT="2/minute")
+    assert limiter._check_request_limit in app.before_request_funcs[None]
     client = app.test_client()
     with app.app_context():
         for _ in range(2):
@@ -107,6 +108,8 @@ def test_a_default_limit_still_applies_to_every_route(make_app):
 
 def test_routes_without_a_limit_are_not_counted(make_app):
     app = limited_app(make_app, RATELIMIT_SEND="1/minute")
+    # No default limit: flask-limiter's check of every request is not installed at all.
+    assert limiter._check_request_limit not in app.before_request_funcs.get(None, [])
     client = app.test_client()
     with app.app_context():
         for _ in range(5):
