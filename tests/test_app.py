@@ -80,6 +80,16 @@ def test_wsgi_refuses_to_start_with_one_line_reason(tmp_path):
     ]
 
 
+def test_a_worker_freezes_what_it_built_out_of_the_garbage_collector(tmp_path):
+    env = {"APP_ENV": "testing", "PATH": "/usr/bin:/bin", "TEST_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    code = "import gc, wsgi; print(gc.get_freeze_count())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.BASE_DIR
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 50_000
+
+
 def test_bad_number_setting_is_reported(monkeypatch):
     monkeypatch.setenv("OTP_RESEND_INTERVAL", "soon")
     with pytest.raises(ConfigError, match="OTP_RESEND_INTERVAL must be a whole number, got 'soon'"):
