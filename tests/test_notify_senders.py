@@ -125,25 +125,6 @@ def test_twilio_unreadable_answer_is_a_failure(gateway, make_sender, status, bod
     assert_no_secret(caught.value, SMS_TEXT)
 
 
-def test_twilio_timeout(gateway, make_sender):
-    gateway.respond(201, {"sid": "SM0123"}, delay=2.0)
-    sender = make_sender(TwilioSmsSender, twilio_config(gateway.url, NOTIFY_TIMEOUT=0.2))
-
-    started = time.monotonic()
-    with pytest.raises(DeliveryError, match=r"twilio: no answer within 0\.2s") as caught:
-        sender.send_sms(PHONE, SMS_TEXT)
-    assert time.monotonic() - started < 1.5
-    assert_no_secret(caught.value, SMS_TEXT)
-
-
-def test_twilio_refused_connection(make_sender):
-    sender = make_sender(TwilioSmsSender, twilio_config(f"http://127.0.0.1:{free_port()}"))
-
-    with pytest.raises(DeliveryError, match=r"twilio: request failed: ConnectionError") as caught:
-        sender.send_sms(PHONE, SMS_TEXT)
-    assert_no_secret(caught.value, SMS_TEXT)
-
-
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
@@ -254,29 +235,44 @@ def test_netgsm_answer_without_a_code_is_a_failure(gateway, make_sender, status,
     assert_no_secret(caught.value, SMS_TEXT)
 
 
-def test_netgsm_timeout(gateway, make_sender):
-    gateway.respond(200, {"code": "00", "jobid": "1"}, delay=2.0)
-    sender = make_sender(NetgsmSmsSender, netgsm_config(gateway.url, NOTIFY_TIMEOUT=0.2))
+@pytest.mark.parametrize("missing", ["NETGSM_USERCODE", "NETGSM_PASSWORD", "NETGSM_HEADER"])
+def test_netgsm_missing_settings_are_a_config_error(missing):
+    with pytest.raises(ConfigError, match=missing):
+        NetgsmSmsSender(netgsm_config("http://127.0.0.1:1", **{missing: None}))
+
+
+# --- Both HTTP providers: transport failures ------------------------------------------------------
+
+
+HTTP_PROVIDERS = pytest.mark.parametrize(
+    ("name", "sender_class", "config", "accepted"),
+    [
+        ("twilio", TwilioSmsSender, twilio_config, (201, {"sid": "SM0123"})),
+        ("netgsm", NetgsmSmsSender, netgsm_config, (200, {"code": "00", "jobid": "1"})),
+    ],
+    ids=["twilio", "netgsm"],
+)
+
+
+@HTTP_PROVIDERS
+def test_a_provider_that_does_not_answer_in_time(gateway, make_sender, name, sender_class, config, accepted):
+    gateway.respond(*accepted, delay=2.0)
+    sender = make_sender(sender_class, config(gateway.url, NOTIFY_TIMEOUT=0.2))
 
     started = time.monotonic()
-    with pytest.raises(DeliveryError, match=r"netgsm: no answer within 0\.2s") as caught:
+    with pytest.raises(DeliveryError, match=rf"{name}: no answer within 0\.2s") as caught:
         sender.send_sms(PHONE, SMS_TEXT)
     assert time.monotonic() - started < 1.5
     assert_no_secret(caught.value, SMS_TEXT)
 
 
-def test_netgsm_refused_connection(make_sender):
-    sender = make_sender(NetgsmSmsSender, netgsm_config(f"http://127.0.0.1:{free_port()}"))
+@HTTP_PROVIDERS
+def test_a_provider_that_refuses_the_connection(make_sender, name, sender_class, config, accepted):
+    sender = make_sender(sender_class, config(f"http://127.0.0.1:{free_port()}"))
 
-    with pytest.raises(DeliveryError, match=r"netgsm: request failed: ConnectionError") as caught:
+    with pytest.raises(DeliveryError, match=rf"{name}: request failed: ConnectionError") as caught:
         sender.send_sms(PHONE, SMS_TEXT)
     assert_no_secret(caught.value, SMS_TEXT)
-
-
-@pytest.mark.parametrize("missing", ["NETGSM_USERCODE", "NETGSM_PASSWORD", "NETGSM_HEADER"])
-def test_netgsm_missing_settings_are_a_config_error(missing):
-    with pytest.raises(ConfigError, match=missing):
-        NetgsmSmsSender(netgsm_config("http://127.0.0.1:1", **{missing: None}))
 
 
 # --- SMTP -----------------------------------------------------------------------------------------
