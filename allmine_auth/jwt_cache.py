@@ -2,11 +2,13 @@
 
 An app sends the same access token with every call for the token's whole
 life (an hour), and checking it is the largest part of a cheap call like
-GET /me: flask-jwt-extended has PyJWT parse it three times (claims, header,
-then the verified decode), and PyJWT checks each base64 segment character by
-character. So each worker keeps the claims of the last ``JWT_VERIFIED_CACHE_SIZE``
-access tokens whose signature it verified, keyed by the whole encoded token:
-the same string can only carry the same claims under the same signature.
+GET /me: flask-jwt-extended has PyJWT parse it four times (claims and header
+for the decode-key callback, the verified decode, then the header again for
+``get_jwt_header``), and PyJWT checks each base64 segment character by
+character. So each worker keeps the claims and the header of the last
+``JWT_VERIFIED_CACHE_SIZE`` access tokens whose signature it verified, keyed
+by the whole encoded token: the same string can only carry the same claims and
+header under the same signature.
 A hit is still refused once the token has expired; revocation is unaffected
 (``token_in_blocklist_loader`` reads the session's state on every request, hit
 or miss). Envoy's ``jwt_authn`` filter keeps the same kind of cache. A token
@@ -18,36 +20,67 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from flask_jwt_extended import JWTManager
+from flask_jwt_extended import JWTManager, view_decorators
 from flask_jwt_extended.config import config
 from flask_jwt_extended.default_callbacks import default_decode_key_callback
 from flask_jwt_extended.tokens import _decode_jwt
 from jwt import ExpiredSignatureError
 
+VERIFIED_TOKENS = "allmine_verified_tokens"
+
 
 class VerifiedTokens:
-    """A bounded map of encoded access token -> the claims it verified to; the oldest entry goes first."""
+    """A bounded map of encoded access token -> its claims and header; the oldest entry goes first."""
 
     def __init__(self):
-        self._claims = {}
+        self._entries = {}  # token -> [claims, header or None until first asked]
         self._lock = threading.Lock()
 
     def get(self, token, leeway):
         """The token's claims if it was verified here and has not expired since, else ``None``."""
-        claims = self._claims.get(token)
-        if claims is None:
+        entry = self._entries.get(token)
+        if entry is None:
             return None
-        if claims["exp"] <= time.time() - leeway:
-            self._claims.pop(token, None)
+        if entry[0]["exp"] <= time.time() - leeway:
+            self._entries.pop(token, None)
             return None
-        return dict(claims)  # the caller's copy: flask-jwt-extended keeps it on ``g``
+        return dict(entry[0])  # the caller's copy: flask-jwt-extended keeps it on ``g``
 
     def put(self, token, claims, size):
         """Remember a verified token, dropping the oldest entries beyond ``size``."""
         with self._lock:
-            self._claims[token] = dict(claims)
-            while len(self._claims) > size:
-                del self._claims[next(iter(self._claims))]
+            self._entries[token] = [dict(claims), None]
+            while len(self._entries) > size:
+                del self._entries[next(iter(self._entries))]
+
+    def header(self, token):
+        """The remembered header of a verified token, else ``None``."""
+        entry = self._entries.get(token)
+        return None if entry is None or entry[1] is None else dict(entry[1])
+
+    def remember_header(self, token, header):
+        """Keep ``header`` with ``token``'s claims, if the token is remembered."""
+        entry = self._entries.get(token)
+        if entry is not None:
+            entry[1] = dict(header)
+
+
+_parse_header = view_decorators.get_unverified_jwt_headers
+
+
+def header_of(encoded_token):
+    """``get_unverified_jwt_headers`` for flask-jwt-extended's view decorators, from the cache on a hit.
+
+    They ask for the header of the token they have just verified; a
+    remembered token's header was parsed the first time and cannot differ.
+    """
+    verified = current_app.extensions.get(VERIFIED_TOKENS)
+    header = verified.header(encoded_token) if verified is not None else None
+    if header is None:
+        header = _parse_header(encoded_token)
+        if verified is not None:
+            verified.remember_header(encoded_token, header)
+    return header
 
 
 class CachingJWTManager(JWTManager):
@@ -56,7 +89,10 @@ class CachingJWTManager(JWTManager):
     def init_app(self, app, add_context_processor=False):
         super().init_app(app, add_context_processor)
         # Per app, not per manager: apps with other keys (tests) must not share what was verified.
-        app.extensions["allmine_verified_tokens"] = VerifiedTokens()
+        app.extensions[VERIFIED_TOKENS] = VerifiedTokens()
+        # The view decorators' own header parse (``jwt_required`` -> ``_decode_jwt_from_request``) has
+        # no hook; their module's name for it is replaced (for every app: without a cache it parses).
+        view_decorators.get_unverified_jwt_headers = header_of
 
     def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
         # flask-jwt-extended's one decode path (verify_jwt_in_request and decode_token both come here);
@@ -66,7 +102,7 @@ class CachingJWTManager(JWTManager):
         leeway = current_app.config["JWT_DECODE_LEEWAY"]  # seconds or a timedelta, as PyJWT takes it
         if isinstance(leeway, timedelta):
             leeway = leeway.total_seconds()
-        verified = current_app.extensions["allmine_verified_tokens"]
+        verified = current_app.extensions[VERIFIED_TOKENS]
         if cacheable:
             claims = verified.get(encoded_token, leeway)
             if claims is not None:

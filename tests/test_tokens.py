@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask_jwt_extended import get_jwt, get_jwt_header, verify_jwt_in_request
 
 from allmine_auth.auth import tokens
 from allmine_auth.envelope import utc_timestamp
@@ -578,6 +579,19 @@ def test_an_access_token_is_verified_once_per_worker_and_still_checked_for_revoc
     assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
     assert_error(me(client, login["accessToken"]), 401, REVOKED)
     assert checks == [login["accessToken"]]
+
+
+def test_a_remembered_token_keeps_its_header_without_a_second_parse(app, auth, monkeypatch):
+    token = auth.login()["accessToken"]
+    parses = []
+    real = jwt.get_unverified_header
+    monkeypatch.setattr(jwt, "get_unverified_header", lambda encoded: parses.append(encoded) or real(encoded))
+    for _ in range(2):
+        with app.test_request_context(headers={"Authorization": f"Bearer {token}"}):
+            verify_jwt_in_request()
+            assert get_jwt_header() == {"alg": "HS256", "typ": "JWT"}
+            assert get_jwt()["sub"] == claims(token)["sub"]
+    assert parses == [token]  # the first request parsed it; the second had it from the cache
 
 
 def test_a_remembered_access_token_is_refused_once_it_expires(make_app):
