@@ -106,6 +106,22 @@ def test_a_default_limit_still_applies_to_every_route(make_app):
         assert_error(client.get("/api/v1/auth/me"), 429, TOO_MANY)
 
 
+def test_limited_requests_still_get_the_rate_limit_headers_when_enabled(make_app, monkeypatch):
+    # The limiter's after_request hook runs only where a limit was checked; there it adds its headers.
+    app = limited_app(make_app, RATELIMIT_REFRESH="5/minute")
+    # What RATELIMIT_HEADERS_ENABLED sets (read by the one shared limiter from the first app only).
+    monkeypatch.setattr(limiter, "_headers_enabled", True)
+    client = app.test_client()
+    with app.app_context():
+        response = client.post("/api/v1/auth/refresh", json={"refreshToken": "x"})
+        assert_error(response, 401, "Missing or invalid token")
+        limit, remaining = response.headers["X-RateLimit-Limit"], response.headers["X-RateLimit-Remaining"]
+        assert (limit, remaining) == ("5", "4")
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        assert not [name for name, _ in response.headers if name.startswith("X-RateLimit")]
+
+
 def test_routes_without_a_limit_are_not_counted(make_app):
     app = limited_app(make_app, RATELIMIT_SEND="1/minute")
     # No default limit: flask-limiter's check of every request is not installed at all.
