@@ -1,6 +1,7 @@
 """Worker CPU per request, in-process: the same production app and inputs as ``bench/run.py``, no gunicorn.
 
-    .venv/bin/python bench/cpu.py [--requests 2000] [--scenarios me,refresh,send,verify] [--profile 30]
+    .venv/bin/python bench/cpu.py [--requests 2000] [--scenarios me,refresh,send,verify]
+                                   [--profile 30 [--sort tottime]]
 
 For each scenario it sends the requests one after the other through Flask's
 test client and prints the process CPU time per request (PostgreSQL, Redis and
@@ -79,7 +80,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--scenarios", default="me,refresh,send,verify")
-    parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cumulative)")
+    parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
+    parser.add_argument("--sort", default="cumulative", help="their order: cumulative or tottime")
     args = parser.parse_args()
     args.users, args.duration = str(USERS), 1
     ensure_database(DATABASE_URL)
@@ -98,7 +100,7 @@ def main():
             for i in range(n // 2):
                 send(2 * n + i)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     bench.fake.shutdown()
 
 
