@@ -34,6 +34,8 @@ blp = Blueprint(
     url_prefix="/api/v1/auth",
     description="Telefon veya email ile doğrulama kodu, JWT oturumları / One-time-code login and sessions.",
 )
+# ``blp.arguments`` gets schema instances: given a class, webargs builds a new instance on every request
+# (marshmallow copies every declared field). The schemas keep no state between loads.
 
 WARNING = (
     "**Production uyarisi:** Bu endpoint veri degistirir veya operasyon tetikleyebilir. API Playground "
@@ -88,7 +90,7 @@ class SendPhoneCode(MethodView):
         "Development ortamında kod response'ta döndürülür."
     )
     @blp.errors(400, 413, 415, 429, 500)
-    @blp.arguments(PhoneSchema)
+    @blp.arguments(PhoneSchema())
     @blp.response(201, PhoneCodeSentSchema)
     def post(self, args):
         """Doğrulama kodu gönder"""
@@ -109,7 +111,7 @@ class SendEmailCode(MethodView):
         "Development ortamında kod response'ta döndürülür."
     )
     @blp.errors(400, 413, 415, 429, 500)
-    @blp.arguments(EmailSchema)
+    @blp.arguments(EmailSchema())
     @blp.response(201, EmailCodeSentSchema)
     def post(self, args):
         """Email ile doğrulama kodu gönder"""
@@ -129,7 +131,7 @@ class VerifyPhoneCode(MethodView):
         "Yeni kullanıcılar için kayıt tamamlanması gerekir."
     )
     @blp.errors(400, 401, 413, 415, 429)
-    @blp.arguments(VerifyPhoneSchema)
+    @blp.arguments(VerifyPhoneSchema())
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Doğrulama kodu ile giriş yap"""
@@ -154,7 +156,7 @@ class VerifyEmailCode(MethodView):
         "Yeni kullanıcılar için kayıt tamamlanması gerekir."
     )
     @blp.errors(400, 401, 413, 415, 429)
-    @blp.arguments(VerifyEmailSchema)
+    @blp.arguments(VerifyEmailSchema())
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Email doğrulama kodu ile giriş yap"""
@@ -176,7 +178,7 @@ class Refresh(MethodView):
 
     @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
     @blp.errors(400, 401, 413, 415, 429)
-    @blp.arguments(RefreshSchema)
+    @blp.arguments(RefreshSchema())
     @blp.response(200, TokenPairSchema)
     def post(self, args):
         """Access token yenile"""
@@ -194,7 +196,7 @@ class Logout(MethodView):
     )
     @jwt_required()
     @blp.errors(400, 401)
-    @blp.arguments(LogoutQuerySchema, location="query")
+    @blp.arguments(LogoutQuerySchema(), location="query")
     @blp.response(200, RevokedSchema)
     def post(self, args):
         """Çıkış yap"""
@@ -275,7 +277,7 @@ class CompleteRegistration(MethodView):
     )
     @jwt_required()
     @blp.errors(400, 401, 409, 413, 415, 429)
-    @blp.arguments(CompleteRegistrationSchema)
+    @blp.arguments(CompleteRegistrationSchema())
     @blp.response(200, UserSchema)
     def post(self, profile):
         """Kaydı tamamla"""
