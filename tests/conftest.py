@@ -2,6 +2,9 @@
 
 import os
 import re
+import shutil
+import subprocess
+import time
 
 import pytest
 import redis
@@ -10,6 +13,7 @@ import sqlalchemy as sa
 from allmine_auth import create_app
 from allmine_auth.extensions import db
 from config import TestingConfig
+from tests.fakes import free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PHONE = {"countryCode": "90", "phoneNumber": "5321234567"}
@@ -180,3 +184,50 @@ def unique_phone():
         return {"countryCode": "90", "phoneNumber": f"53212{next(counter):05d}"}
 
     return build
+
+
+class RedisServer:
+    """A Redis server of a test's own, which the test may stop and start again on the same port."""
+
+    def __init__(self, binary, port):
+        self.binary, self.port = binary, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def private_redis():
+    """A ``RedisServer`` of this test's own, started."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(binary, free_port())
+    server.start()
+    yield server
+    server.stop()

@@ -2,13 +2,8 @@
 
 import logging
 import re
-import shutil
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-import redis
 import requests
 import sqlalchemy as sa
 
@@ -16,7 +11,6 @@ from allmine_auth import create_app
 from allmine_auth.extensions import db, limiter
 from allmine_auth.models import AuthEvent, DestinationLock
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer, make_config
-from tests.fakes import free_port
 from tests.servers import gunicorn_server
 from tests.timeshift import travel
 
@@ -32,36 +26,6 @@ def phone(n):
 
 def events(kind):
     return db.session.scalars(sa.select(AuthEvent).where(AuthEvent.kind == kind)).all()
-
-
-@pytest.fixture
-def private_redis():
-    """A Redis server of this test's own, which the test may stop."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield url, process
-    process.kill()
-    process.wait()
 
 
 def limited_app(make_app, **overrides):
@@ -290,14 +254,12 @@ def test_lockouts_and_failed_deliveries_are_audited(client, auth):
 
 
 def test_limits_fall_back_to_memory_when_redis_goes_away(make_app, private_redis, caplog):
-    url, process = private_redis
     caplog.set_level(logging.WARNING, "flask-limiter")
-    app = limited_app(make_app, RATELIMIT_STORAGE_URI=url, RATELIMIT_SEND="2/minute")
+    app = limited_app(make_app, RATELIMIT_STORAGE_URI=private_redis.url, RATELIMIT_SEND="2/minute")
     client = app.test_client()
     with app.app_context():
         assert_envelope(client.post(SEND, json=phone(1)), 201)
-        process.kill()
-        process.wait()
+        private_redis.stop()
         assert_envelope(client.post(SEND, json=phone(2)), 201)
         assert "falling back to in-memory storage" in caplog.text
         assert_envelope(client.post(SEND, json=phone(3)), 201)
@@ -305,7 +267,7 @@ def test_limits_fall_back_to_memory_when_redis_goes_away(make_app, private_redis
 
 
 def test_limits_hold_across_two_gunicorn_workers_on_redis(app, tmp_path, private_redis):
-    url, _ = private_redis
+    url = private_redis.url
     database = app.config["SQLALCHEMY_DATABASE_URI"]
     if database.startswith("sqlite"):
         database = f"sqlite:///{tmp_path}/shared.db"

@@ -5,13 +5,15 @@ import subprocess
 import sys
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 import config
 from allmine_auth import create_app
+from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.extensions import db
 from config import ConfigError, ProductionConfig
-from tests.conftest import assert_envelope, assert_error
+from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
 GOOD_SECRET = "x" * 40
 SAFE_PRODUCTION = {
@@ -138,6 +140,27 @@ def test_readyz_answers_503_when_redis_is_gone(make_app):
     with app.app_context():
         db.create_all()
     assert_error(app.test_client().get("/readyz"), 503, "Service unavailable", "redis: not answering")
+
+
+def test_redis_going_away_and_coming_back_is_a_fallback_not_an_error(make_app, private_redis, caplog):
+    # Each thread keeps its own Redis connection (allmine_auth/cache.py): a dead one must not stick.
+    app = make_app(fresh=True, REDIS_URL=private_redis.url)
+    client = app.test_client()
+    with app.app_context():
+        login = AuthActions(client).login()
+        profile_key = PROFILE_CACHE_PREFIX + login["user"]["id"]
+
+        def me():
+            return client.get("/api/v1/auth/me", headers=bearer(login["accessToken"]))
+
+        assert_envelope(me(), 200, data=login["user"])
+        assert redis.Redis.from_url(private_redis.url).exists(profile_key) == 1
+        private_redis.stop()
+        assert_envelope(me(), 200, data=login["user"])  # from the database
+        assert "Redis unavailable; reading session from the database" in caplog.text
+        private_redis.start()  # empty, on the same port
+        assert_envelope(me(), 200, data=login["user"])
+        assert redis.Redis.from_url(private_redis.url).exists(profile_key) == 1  # filled again
 
 
 def test_spec_lists_every_route(client, app):
