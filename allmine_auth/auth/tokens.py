@@ -25,7 +25,6 @@ from allmine_auth.models import (
     AuthEvent,
     Session,
     User,
-    read_in_autocommit,
     single_statement_writes,
     utcnow,
 )
@@ -116,18 +115,22 @@ def rotate_refresh_token(token, client=None, *, now=None):
     new_jti = str(uuid.uuid4())
     params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now}
     if single_statement_writes():
-        # The rotation and its audit row in one statement, outside a transaction: one round trip.
-        read_in_autocommit()
-        rotated = db.session.execute(
-            ROTATE_AND_RECORD,
-            {
-                **params,
-                "b_kind": str(Event.REFRESH),
-                "b_ip": client.ip if client else None,
-                "b_user_agent": client.user_agent if client else None,
-            },
-        ).first()
-        db.session.rollback()  # nothing to undo: hands the connection back; what follows starts afresh
+        # The rotation and its audit row in one statement, outside a transaction: one round trip. On a
+        # connection of its own rather than the Session's: no transaction bookkeeping to set up and undo.
+        with db.engine.connect() as connection:
+            rotated = (
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                .execute(
+                    ROTATE_AND_RECORD,
+                    {
+                        **params,
+                        "b_kind": str(Event.REFRESH),
+                        "b_ip": client.ip if client else None,
+                        "b_user_agent": client.user_agent if client else None,
+                    },
+                )
+                .first()
+            )
         if rotated:
             audit.announce(Event.REFRESH, user_id=rotated.user_id)
     else:
