@@ -31,8 +31,9 @@ class Event(enum.StrEnum):
     SEND_REFUSED = "send_refused"
 
 
-# On the Core table, not the ORM entity: no ORM bulk-insert machinery for a row nobody loads.
-INSERT_EVENT = sa.insert(AuthEvent.__table__)
+# On the Core table, not the ORM entity: no ORM bulk-insert machinery for a row nobody loads; inline:
+# no RETURNING of the new id, which nobody reads.
+INSERT_EVENT = sa.insert(AuthEvent.__table__).inline()
 
 
 def record(kind, client=None, *, destination=None, user_id=None, session_id=None, detail=None, now=None):
