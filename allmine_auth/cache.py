@@ -5,6 +5,7 @@ back to the database when it is unset or unreachable, and says so in the log.
 """
 
 import logging
+import os
 import threading
 
 import redis
@@ -36,15 +37,17 @@ def get_redis():
     shared = current_app.extensions.get("allmine_redis")
     if not isinstance(shared, redis.Redis):
         return shared
-    if getattr(_thread, "shared", None) is not shared:
+    pid = os.getpid()
+    if getattr(_thread, "shared", None) is not shared or _thread.pid != pid:
         try:  # connects at once
             client = redis.Redis(connection_pool=shared.connection_pool, single_connection_client=True)
         except redis.RedisError:
             return shared  # not answering: the caller's own call fails too, and it falls back
         previous = getattr(_thread, "client", None)
-        if previous is not None:
+        if previous is not None and _thread.pid == pid:
             previous.close()  # another app's (tests): its connection goes back to its pool
-        _thread.client, _thread.shared = client, shared
+        # After a fork (gunicorn --preload) the parent's connection is left alone, never shared.
+        _thread.client, _thread.shared, _thread.pid = client, shared, pid
     return _thread.client
 
 

@@ -1,6 +1,7 @@
 """The foundation: factory and settings, probes, the OpenAPI spec and Swagger UI, CLI."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 import config
 from allmine_auth import create_app
 from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
+from allmine_auth.cache import get_redis
 from allmine_auth.extensions import db
 from config import ConfigError, ProductionConfig
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
@@ -161,6 +163,25 @@ def test_redis_going_away_and_coming_back_is_a_fallback_not_an_error(make_app, p
         private_redis.start()  # empty, on the same port
         assert_envelope(me(), 200, data=login["user"])
         assert redis.Redis.from_url(private_redis.url).exists(profile_key) == 1  # filled again
+
+
+def test_a_forked_process_opens_its_own_redis_connection(make_app, private_redis):
+    # gunicorn --preload forks workers from a process that may have used Redis already.
+    app = make_app(REDIS_URL=private_redis.url)
+    with app.app_context():
+        parent = get_redis()
+        assert parent.ping()
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only with a client of its own that answers
+            try:
+                child = get_redis()
+                os._exit(0 if child is not parent and child.ping() else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert get_redis() is parent
+        assert parent.ping()  # the parent's connection was left alone
 
 
 def test_spec_lists_every_route(client, app):
