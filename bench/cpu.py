@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import DATABASE_URL, Bench, ensure_database  # noqa: E402
+from bench.run import in_process_bench  # noqa: E402
 
 USERS = 1000
 
@@ -83,11 +83,7 @@ def main():
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
     parser.add_argument("--sort", default="cumulative", help="their order: cumulative or tottime")
     args = parser.parse_args()
-    args.users, args.duration = str(USERS), 1
-    ensure_database(DATABASE_URL)
-    bench = Bench(args)
-    bench.reset_storage()
-    bench.seed_to(USERS)
+    bench = in_process_bench(USERS)
     scenarios = args.scenarios.split(",")
     n = args.requests
     for name, send in senders(bench, scenarios, n):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import DATABASE_URL, Bench, ensure_database  # noqa: E402
+from bench.run import in_process_bench  # noqa: E402
 
 USERS = 1000
 WARM_UP = 100
@@ -139,11 +139,7 @@ def main():
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
-    args.users, args.duration = str(USERS), 1
-    ensure_database(DATABASE_URL)
-    bench = Bench(args)
-    bench.reset_storage()
-    bench.seed_to(USERS)
+    bench = in_process_bench(USERS)
     scenarios = args.scenarios.split(",")
     ceilings = ["ceiling GET"] * ("me" in scenarios) + ["ceiling POST"] * bool(
         {"refresh", "verify"} & set(scenarios)

@@ -477,6 +477,15 @@ class Bench:
         self.clear_activity()
 
 
+def in_process_bench(users):
+    """The ``Bench`` of the in-process tools (cpu.py, instructions.py): fresh storage, ``users`` seeded."""
+    ensure_database(DATABASE_URL)
+    bench = Bench(argparse.Namespace(users=str(users), duration=1))
+    bench.reset_storage()
+    bench.seed_to(users)
+    return bench
+
+
 def report_line(name, summary):
     """One scenario's figures on stdout."""
     ratio = f"  {summary['ratio']:5.0%} of ceiling" if "ratio" in summary else ""
