@@ -37,18 +37,24 @@ def get_redis():
     shared = current_app.extensions.get("allmine_redis")
     if not isinstance(shared, redis.Redis):
         return shared
-    pid = os.getpid()
-    if getattr(_thread, "shared", None) is not shared or _thread.pid != pid:
+    if getattr(_thread, "shared", None) is not shared:
         try:  # connects at once
             client = redis.Redis(connection_pool=shared.connection_pool, single_connection_client=True)
         except redis.RedisError:
             return shared  # not answering: the caller's own call fails too, and it falls back
         previous = getattr(_thread, "client", None)
-        if previous is not None and _thread.pid == pid:
+        if previous is not None:
             previous.close()  # another app's (tests): its connection goes back to its pool
-        # After a fork (gunicorn --preload) the parent's connection is left alone, never shared.
-        _thread.client, _thread.shared, _thread.pid = client, shared, pid
+        _thread.client, _thread.shared = client, shared
     return _thread.client
+
+
+def _forget_parent_client():
+    """In a forked child (gunicorn --preload): drop the parent's client, whose socket stays the parent's."""
+    _thread.__dict__.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_client)
 
 
 def read_cached(key, prefetch=()):

@@ -167,8 +167,7 @@ def read_in_autocommit():
     """For a read-only view: run the request's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
 
     Call it only where nothing in the request writes afterwards; a session
-    that has begun a transaction already is left as it is. (A write that is
-    one statement, atomic on its own, may run so too: ``single_statement_writes``.)
+    that has begun a transaction already is left as it is.
     """
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
