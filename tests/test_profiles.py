@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from allmine_auth.auth import profiles
 from allmine_auth.extensions import db
 from allmine_auth.models import User
-from tests.conftest import assert_envelope, bearer
+from tests.conftest import assert_envelope, assert_error, bearer
 from tests.test_email_login import PROFILE
 from tests.timeshift import travel
 
@@ -98,4 +98,4 @@ def test_a_deleted_user_is_401(client, auth):
     with db.engine.begin() as connection:
         connection.execute(sa.delete(User).where(User.id == uuid.UUID(login["user"]["id"])))
     response = client.get("/api/v1/auth/me", headers=bearer(login["accessToken"]))
-    assert response.status_code == 401
+    assert_error(response, 401, "Token has been revoked")  # its sessions went with it
