@@ -8,7 +8,7 @@ PORT ?= 5000
 HOST ?= 127.0.0.1
 export PORT
 
-.PHONY: run test lint format bench migrate seed clean
+.PHONY: run test lint format bench migrate seed clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# Debian packages the suite needs, as command:package; each is installed when its command is missing.
+DEBIAN_TOOLS :=
+
+system-packages:
+	@sh .ci/debian-packages $(DEBIAN_TOOLS)
+
+test: lint system-packages
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-test
