@@ -149,6 +149,8 @@ class Config:
     SESSION_MAX_AGE = env_int("SESSION_MAX_AGE", 2592000)
     SESSION_CACHE_TTL = env_int("SESSION_CACHE_TTL", 300)
     PROFILE_CACHE_TTL = env_int("PROFILE_CACHE_TTL", 300)
+    # Seconds between a worker's looks at the cache outbox (writes Redis refused, allmine_auth/cache.py).
+    CACHE_OUTBOX_INTERVAL = env_int("CACHE_OUTBOX_INTERVAL", 1)
 
     # One-time codes
     OTP_SECRET_KEY = env_str("OTP_SECRET_KEY", DEFAULT_SECRET)

@@ -1,16 +1,28 @@
 """The optional Redis connection (``REDIS_URL``): the session-state and profile caches.
 
-Redis is an accelerator here, never the source of truth: every caller falls
+Redis is an accelerator here, never the source of truth: every reader falls
 back to the database when it is unset or unreachable, and says so in the log.
+What a commit announces to the cache (a revocation, a stale profile) is never
+lost to an outage: a write Redis refuses is kept in the database's
+``cache_outbox`` and every worker delivers it once Redis answers again (within
+``CACHE_OUTBOX_INTERVAL`` seconds, and before its own first read after an
+outage it saw). A request that must promise its write is in force (a logout)
+checks ``undelivered`` after its commit and answers 503 instead of 200.
 """
 
 import logging
 import os
 import threading
+import time
 
 import redis
 import sqlalchemy as sa
 from flask import current_app, g
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from allmine_auth.extensions import db
+from allmine_auth.models import CacheOutbox, utcnow
 
 log = logging.getLogger(__name__)
 PREFETCHED = "allmine_redis_prefetched"
@@ -20,11 +32,21 @@ _thread = threading.local()
 def init_app(app):
     """Create the client once per app (connections are made lazily, per worker)."""
     url = app.config.get("REDIS_URL")
+    # One retry on a fresh connection: a pooled socket that an earlier outage broke fails its first
+    # command ("Connection closed by server") even though Redis is back. Every command sent here is
+    # idempotent (GET, MGET, SET), so sending it again is safe.
     app.extensions["allmine_redis"] = (
-        redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True)
+        redis.Redis.from_url(
+            url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+        )
         if url
         else None
     )
+    app.extensions["allmine_redis_health"] = RedisHealth(app.config["CACHE_OUTBOX_INTERVAL"])
 
 
 def get_redis():
@@ -57,6 +79,39 @@ def _forget_parent_client():
 os.register_at_fork(after_in_child=_forget_parent_client)
 
 
+class RedisHealth:
+    """What one worker knows of Redis: when it last failed, and when the outbox is next due.
+
+    A worker that saw Redis fail reads the database for a second instead of
+    waiting on a dead Redis at every request, and delivers the outbox before
+    it trusts Redis again: entries written before the outage may be older than
+    a revocation that could not reach them.
+    """
+
+    SKIP_SECONDS = 1.0
+
+    def __init__(self, outbox_interval):
+        self.outbox_interval = outbox_interval
+        self.skip_until = 0.0
+        self.outbox_due = 0.0  # a new worker delivers first: its predecessor may have left work
+        self.lock = threading.Lock()
+
+    def failed(self):
+        """Note a failure: skip Redis reads for a moment, and deliver the outbox before trusting it."""
+        now = time.monotonic()
+        self.skip_until = now + self.SKIP_SECONDS
+        self.outbox_due = now
+
+    def readable(self):
+        """Whether reads should try Redis now."""
+        return time.monotonic() >= self.skip_until
+
+
+def health():
+    """The current app's ``RedisHealth``."""
+    return current_app.extensions["allmine_redis_health"]
+
+
 def read_cached(key, prefetch=()):
     """``(client, value)`` for ``key``; ``(None, None)`` when Redis is unset or does not answer.
 
@@ -71,13 +126,19 @@ def read_cached(key, prefetch=()):
     prefetched = g.get(PREFETCHED)
     if prefetched and key in prefetched:
         return client, prefetched.pop(key)
+    state = health()
+    if not state.readable():
+        return None, None
     try:
+        if time.monotonic() >= state.outbox_due:
+            deliver_outbox(client, state)
         if not prefetch:
             return client, client.get(key)
         value, *more = client.mget(key, *prefetch)
         g.setdefault(PREFETCHED, {}).update(zip(prefetch, more, strict=True))
         return client, value
     except redis.RedisError:
+        state.failed()
         log.warning("Redis unavailable; reading %s from the database", key.rsplit(":", 2)[-2])
         return None, None
 
@@ -93,10 +154,12 @@ def fill_cached(client, key, value, ttl):
     try:
         client.set(key, value, ex=ttl, nx=True)
     except redis.RedisError:
+        health().failed()
         log.warning("Redis unavailable; %s not cached", key.rsplit(":", 2)[-2])
 
 
 PENDING = "allmine_redis_writes"
+UNDELIVERED = "allmine_redis_undelivered"
 
 
 def set_after_commit(session, key, value, ttl):
@@ -109,8 +172,9 @@ def set_after_commit(session, key, value, ttl):
 
 
 def write_pending(session):
-    """SQLAlchemy ``after_commit``: send the queued writes in one pipeline."""
+    """SQLAlchemy ``after_commit``: send the queued writes in one pipeline; keep what fails in the outbox."""
     writes = session.info.pop(PENDING, None)
+    session.info[UNDELIVERED] = 0
     client = get_redis()
     if not writes or client is None:
         return
@@ -119,8 +183,60 @@ def write_pending(session):
             for key, value, ttl in writes:
                 pipe.set(key, value, ex=ttl)
             pipe.execute()
-    except redis.RedisError:
-        log.exception("could not write %d cache entries to Redis after a commit", len(writes))
+    except redis.RedisError as exc:
+        health().failed()
+        session.info[UNDELIVERED] = len(writes)
+        queue_in_outbox(writes, exc)
+
+
+def queue_in_outbox(writes, cause):
+    """Keep writes Redis refused in the database, for whichever worker next reaches Redis."""
+    now = utcnow()
+    rows = [{"key": key, "value": value, "ttl": ttl, "created_at": now} for key, value, ttl in writes]
+    try:
+        # Its own connection: the session's transaction is over, and this must commit on its own.
+        with db.engine.begin() as connection:
+            connection.execute(sa.insert(CacheOutbox.__table__), rows)
+    except sa.exc.SQLAlchemyError:
+        log.exception("could not keep %d cache writes Redis refused (%s)", len(writes), cause)
+        return
+    log.error("Redis refused %d cache writes (%s); kept in the outbox until it answers", len(writes), cause)
+
+
+def deliver_outbox(client, state):
+    """Write what the outbox holds to Redis and delete it; one thread of a worker at a time.
+
+    Runs before the first read after an outage this worker saw, and every
+    ``CACHE_OUTBOX_INTERVAL`` seconds: a worker whose Redis never failed still
+    delivers another worker's (or the CLI's) writes that its Redis refused.
+    Raises ``RedisError`` when Redis fails meanwhile (nothing is deleted then).
+    """
+    if not state.lock.acquire(blocking=False):
+        return  # another thread of this worker is delivering
+    try:
+        state.outbox_due = time.monotonic() + state.outbox_interval
+        table = CacheOutbox.__table__
+        with db.engine.connect() as connection:
+            oldest_first = sa.select(table.c.id, table.c.key, table.c.value, table.c.ttl).order_by(table.c.id)
+            rows = connection.execute(oldest_first.limit(1000)).all()
+            if not rows:
+                return
+            with client.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    pipe.set(row.key, row.value, ex=row.ttl)
+                pipe.execute()
+            connection.execute(sa.delete(table).where(table.c.id.in_([row.id for row in rows])))
+            connection.commit()
+        log.info("delivered %d cache writes from the outbox", len(rows))
+    except sa.exc.SQLAlchemyError:
+        log.warning("could not read the cache outbox", exc_info=True)
+    finally:
+        state.lock.release()
+
+
+def undelivered(session):
+    """How many of the last commit's cache writes Redis refused (they wait in the outbox)."""
+    return session.info.pop(UNDELIVERED, 0)
 
 
 def drop_pending(session):

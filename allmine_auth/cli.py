@@ -1,15 +1,19 @@
 """Operator commands: ``flask seed`` (demo data), ``flask purge`` (expired rows), ``flask audit`` (events)."""
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 import click
 import sqlalchemy as sa
 from flask import current_app
 
+from allmine_auth import audit
+from allmine_auth.audit import Event
+from allmine_auth.auth.tokens import revoke_sessions
 from allmine_auth.bulk import MAX_USERS, seed_users
+from allmine_auth.cache import undelivered
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, CacheOutbox, OneTimeCode, Session, User, utcnow
 
 DEMO_USER = {
     "phone_e164": "+905372505890",
@@ -95,8 +99,33 @@ def purge_command():
     sessions = db.session.execute(
         sa.delete(Session).where(sa.or_(Session.expires_at <= now, Session.revoked_at.is_not(None)))
     ).rowcount
+    # An undelivered cache write older than the caches' lives has nothing left to correct in Redis.
+    config = current_app.config
+    cache_life = max(config["SESSION_CACHE_TTL"], config["PROFILE_CACHE_TTL"])
+    db.session.execute(
+        sa.delete(CacheOutbox).where(CacheOutbox.created_at < now - timedelta(seconds=cache_life))
+    )
     db.session.commit()
     click.echo(f"Purged {codes} expired codes and {sessions} ended sessions.")
+
+
+@click.command("revoke")
+@click.option("--user", "user_ref", required=True, help="A user id, phone number (E.164) or email address.")
+def revoke_command(user_ref):
+    """End every session of a user at once (a stolen phone, an operator's decision)."""
+    user = find_user(user_ref)
+    if user is None:
+        raise click.ClickException(f"no user {user_ref!r}")
+    ended = revoke_sessions(user.id, "operator")
+    audit.record(Event.LOGOUT, user_id=user.id, detail="operator")
+    db.session.commit()
+    click.echo(f"Ended {len(ended)} sessions of user {user.id}.")
+    if undelivered(db.session):
+        click.echo(
+            "Redis did not answer: the revocation is in the database and waits in the cache outbox; "
+            "the workers deliver it to Redis as soon as it answers.",
+            err=True,
+        )
 
 
 @click.command("audit")
@@ -138,4 +167,5 @@ def register_commands(app):
     """Add the commands to ``flask``."""
     app.cli.add_command(seed_command)
     app.cli.add_command(purge_command)
+    app.cli.add_command(revoke_command)
     app.cli.add_command(audit_command)

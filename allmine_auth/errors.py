@@ -71,6 +71,13 @@ class RateLimited(ServiceError):
     message = "Too many requests"
 
 
+class ServiceUnavailable(ServiceError):
+    """503: a dependency the service needs is not answering; the request can be tried again."""
+
+    status = 503
+    message = "Service unavailable"
+
+
 class DeliveryFailed(ServiceError):
     """500: the SMS or email could not be handed to the provider."""
 

@@ -7,17 +7,10 @@ from marshmallow import Schema, fields
 
 from allmine_auth.cache import get_redis
 from allmine_auth.envelope import Blueprint
-from allmine_auth.errors import ServiceError
+from allmine_auth.errors import ServiceUnavailable
 from allmine_auth.extensions import db
 
 blp = Blueprint("Health", __name__, description="Liveness and readiness probes.")
-
-
-class ServiceUnavailable(ServiceError):
-    """503: a dependency the service needs is not answering."""
-
-    status = 503
-    message = "Service unavailable"
 
 
 class StatusSchema(Schema):

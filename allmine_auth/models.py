@@ -163,6 +163,23 @@ class AuthEvent(db.Model):
     detail: Mapped[str | None] = mapped_column(sa.String(255))
 
 
+class CacheOutbox(db.Model):
+    """Cache writes Redis refused after their commit (a revocation, a stale profile), until delivered.
+
+    A revocation that can't reach Redis must not leave an "active" entry there
+    for the rest of its TTL: every worker delivers these rows once Redis
+    answers (``allmine_auth/cache.py``).
+    """
+
+    __tablename__ = "cache_outbox"
+
+    id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(sa.String(200))
+    value: Mapped[str] = mapped_column(sa.String(64))
+    ttl: Mapped[int] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 def read_in_autocommit():
     """For a read-only view: run the request's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
 

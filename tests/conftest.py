@@ -14,6 +14,7 @@ from allmine_auth import create_app
 from allmine_auth.extensions import db
 from config import TestingConfig
 from tests.fakes import free_port
+from tests.faults import pg_proxy, redis_proxy  # noqa: F401  (fixtures for every module)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PHONE = {"countryCode": "90", "phoneNumber": "5321234567"}

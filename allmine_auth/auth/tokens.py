@@ -17,9 +17,9 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from allmine_auth import audit
 from allmine_auth.audit import Event
 from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
-from allmine_auth.cache import fill_cached, read_cached, set_after_commit
+from allmine_auth.cache import fill_cached, read_cached, set_after_commit, undelivered
 from allmine_auth.envelope import error_response
-from allmine_auth.errors import NotFound, TokenRevoked, Unauthorized
+from allmine_auth.errors import NotFound, ServiceUnavailable, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
 from allmine_auth.models import (
     AuthEvent,
@@ -211,18 +211,21 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     """End the user's active sessions (all, ``only`` one, or all but ``keep``); return their ids.
 
     Runs in the caller's transaction; the Redis cache is told once it commits.
+    With the sessions it ends, it announces again those of the same scope
+    revoked within the cache's TTL: an earlier announcement may not have
+    reached Redis, and a later logout repairs it.
     """
     now = now or utcnow()
-    query = sa.update(Session).where(
-        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
-    )
+    scope = [Session.user_id == user_id]
     if only is not None:
-        query = query.where(Session.id == only)
+        scope.append(Session.id == only)
     if keep is not None:
-        query = query.where(Session.id != keep)
+        scope.append(Session.id != keep)
     ended = (
         db.session.execute(
-            query.values(revoked_at=now, revoked_reason=reason)
+            sa.update(Session)
+            .where(*scope, Session.revoked_at.is_(None), Session.expires_at > now)
+            .values(revoked_at=now, revoked_reason=reason)
             .returning(Session.id)
             .execution_options(synchronize_session=False)
         )
@@ -230,9 +233,26 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
         .all()
     )
     ttl = current_app.config["SESSION_CACHE_TTL"]
-    for sid in ended:
+    # The sessions just ended are among these: their revoked_at is now.
+    for sid in db.session.scalars(
+        sa.select(Session.id).where(*scope, Session.revoked_at >= now - timedelta(seconds=ttl))
+    ):
         set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
     return ended
+
+
+def commit_revocation():
+    """Commit a revocation the caller will answer 200 for; 503 unless the cache has it too.
+
+    The database has it either way, and a refused cache write waits in the
+    outbox (``allmine_auth/cache.py``); but a worker that still reaches a Redis
+    this one couldn't write to would accept the session's tokens until the
+    outbox is delivered, so no 200 promises the revocation before then.
+    Retrying the request finishes the job (``revoke_sessions`` announces again).
+    """
+    db.session.commit()
+    if undelivered(db.session):
+        raise ServiceUnavailable(retry_after=current_app.config["CACHE_OUTBOX_INTERVAL"])
 
 
 def session_expiry(sid, prefetch=()):
@@ -273,7 +293,7 @@ def end_session(user_id, session_id, client=None):
         db.session.rollback()
         raise NotFound()
     audit.record(Event.LOGOUT, client, user_id=user_id, session_id=session_id, detail="session")
-    db.session.commit()
+    commit_revocation()
     return len(ended)
 
 
@@ -286,7 +306,7 @@ def logout(user_id, current_sid, scope, client=None):
     else:
         ended = revoke_sessions(user_id, "logout")
     audit.record(Event.LOGOUT, client, user_id=user_id, session_id=current_sid, detail=scope)
-    db.session.commit()
+    commit_revocation()
     return len(ended)
 
 
