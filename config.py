@@ -103,6 +103,9 @@ class Config:
     SECRET_KEY = env_str("SECRET_KEY", DEFAULT_SECRET)
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 16 * 1024)
     PROXY_FIX_X_FOR = env_int("PROXY_FIX_X_FOR", 0)
+    # Browser origins allowed to call the API (CORS), comma-separated; none by default (no OPTIONS).
+    CORS_ORIGINS = env_list("CORS_ORIGINS")
+    PROVIDE_AUTOMATIC_OPTIONS = False
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
     LOG_JSON = env_bool("LOG_JSON", False)
 

@@ -58,6 +58,7 @@ def register_extensions(app, migrations):
     """Bind the extensions created in ``extensions``."""
     from allmine_auth import (
         cache,
+        cors,
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
@@ -81,6 +82,7 @@ def register_extensions(app, migrations):
     cache.register_session_hooks(db.session)
     profiles.register_session_hooks(db.session)
     notify.init_app(app)
+    cors.init_app(app)
 
 
 def register_blueprints(app):
