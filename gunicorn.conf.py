@@ -135,6 +135,12 @@ def redacted_query(query):
     return "&".join(parts)
 
 
+def redacted_uri(uri):
+    """A request URI for a log line: its query string's values redacted (``redacted_query``)."""
+    path, question_mark, query = uri.partition("?")
+    return path + question_mark + (redacted_query(query) or "")
+
+
 class JsonAccessLogger(glogging.Logger):
     """gunicorn's logger, writing each access line as one JSON object with the request id.
 
@@ -143,6 +149,12 @@ class JsonAccessLogger(glogging.Logger):
     The request id is the ``X-Request-ID`` response header the app sets; the
     query string is logged with its values redacted (``redacted_query``).
     """
+
+    def exception(self, msg, *args, **kwargs):
+        """Log an error with its traceback; gunicorn's "Error handling request <uri>" with a redacted URI."""
+        if isinstance(msg, str) and msg.startswith("Error handling request"):
+            args = tuple(redacted_uri(arg) if isinstance(arg, str) else arg for arg in args)
+        super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
         """Log one request as a JSON line."""
