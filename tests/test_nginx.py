@@ -73,6 +73,17 @@ class Nginx:
         """The access log's lines, parsed."""
         return [json.loads(line) for line in (self.logs / "access.log").read_text().splitlines() if line]
 
+    def access_line(self, request_id):
+        """The access line of the request ``request_id`` (nginx writes it just after answering)."""
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [line for line in self.access_log() if line["request_id"] == request_id]
+            if lines:
+                (line,) = lines
+                return line
+            assert time.monotonic() < deadline, f"no access line for {request_id}"
+            time.sleep(0.05)
+
     def all_logs(self):
         """Everything nginx wrote to its logs."""
         return "".join(path.read_text(errors="replace") for path in self.logs.iterdir())
@@ -386,7 +397,7 @@ def test_the_request_id_goes_through_both_ways(front):
     status, headers, _ = request(front.nginx.port, "GET", "/healthz", headers={"X-Request-ID": "probe-42"})
     assert status == 200
     assert headers["X-Request-ID"] == "probe-42"
-    (line,) = [line for line in front.nginx.access_log() if line["request_id"] == "probe-42"]
+    line = front.nginx.access_line("probe-42")
     assert (line["path"], line["status"], line["upstream_status"]) == ("/healthz", 200, "200")
 
 
@@ -410,7 +421,7 @@ def test_query_string_values_are_in_neither_access_log(front):
     assert gunicorn_line["query"] == (
         "access_token=[redacted]&scope=global&code=[redacted]&refreshToken=[redacted]&[redacted]&[redacted]"
     )
-    (nginx_line,) = [line for line in front.nginx.access_log() if line["request_id"] == request_id]
+    nginx_line = front.nginx.access_line(request_id)
     assert nginx_line["path"] == "/api/v1/auth/me"
     assert secret not in front.gunicorn_logs.read_stdout() + front.gunicorn_logs.read_stderr()
     assert secret not in front.nginx.all_logs()
@@ -449,7 +460,8 @@ def test_gunicorn_down_is_the_502_envelope_with_retry_after(tmp_path):
         answer = request(nginx.port, "POST", f"/api/v1/auth/refresh?token={secret}", {"refreshToken": "x"})
         headers = assert_nginx_envelope(answer, 502, "Service unavailable")
         assert headers["Retry-After"] == "5"
-        (line,) = nginx.access_log()
+        line = nginx.access_line(headers["X-Request-ID"])
+        assert len(nginx.access_log()) == 1
         assert (line["path"], line["status"], line["upstream_status"]) == ("/api/v1/auth/refresh", 502, "502")
         # nginx's error log would quote the request line, query string and all: it has only critical lines.
         assert secret not in nginx.all_logs()
