@@ -41,7 +41,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 # Debian packages the suite needs, as command:package; each is installed when its command is missing.
-DEBIAN_TOOLS :=
+DEBIAN_TOOLS := nginx:nginx
 
 system-packages:
 	@sh .ci/debian-packages $(DEBIAN_TOOLS)

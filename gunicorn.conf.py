@@ -9,6 +9,7 @@ or command-line flags, which win over this file.
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -81,6 +82,16 @@ control_socket_disable = True
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
+# Header limits: nginx in front (deploy/nginx.conf) must be the stricter one, so that whatever it lets
+# through is parsed here and answered by the service with its envelope, not refused by gunicorn with
+# an HTML page. nginx holds a request line or a header line to 4 KB (with its CRLF: gunicorn's
+# 4094-byte request line is exactly that) and all the headers to 1 KB + 4 x 4 KB, which is up to
+# 17408 / 4 = 4352 header lines of the shortest kind ("a:" CRLF), where gunicorn's default is 100.
+# gunicorn is not meant to face clients directly: nginx bounds the headers' bytes, not this count.
+limit_request_line = 4094
+limit_request_fields = 4400
+limit_request_field_size = 8190
+
 # Logs: errors to stderr, access lines to stdout, each access line one JSON object (see JsonAccessLogger).
 errorlog = "-"
 accesslog = "-"
@@ -97,13 +108,53 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ[CREATED_DIR_MARKER] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
+# Query parameters whose values are logged (when they look like a plain word); every other value is
+# replaced with REDACTED: a client may put a token or a code in a URL (?access_token=, ?code=), and
+# log lines are read by more people, and kept longer, than the database.
+LOGGED_QUERY_VALUES = frozenset({"scope"})
+LOGGED_QUERY_VALUE = re.compile(r"[a-z]{1,16}")
+# A parameter name is logged when it looks like one; a part without "=" is all value (``?<token>``),
+# and so is a long or odd "name" (a token sent as ``?<token>=``).
+LOGGED_QUERY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
+REDACTED = "[redacted]"
+
+
+def redacted_query(query):
+    """The query string for the access log: parameter names kept, values redacted (``None`` if empty)."""
+    if not query:
+        return None
+    parts = []
+    for part in query.split("&"):
+        name, equals, value = part.partition("=")
+        if not equals or not LOGGED_QUERY_NAME.fullmatch(name):
+            parts.append(REDACTED)
+        elif not value or (name in LOGGED_QUERY_VALUES and LOGGED_QUERY_VALUE.fullmatch(value)):
+            parts.append(part)
+        else:
+            parts.append(f"{name}={REDACTED}")
+    return "&".join(parts)
+
+
+def redacted_uri(uri):
+    """A request URI for a log line: its query string's values redacted (``redacted_query``)."""
+    path, question_mark, query = uri.partition("?")
+    return path + question_mark + (redacted_query(query) or "")
+
+
 class JsonAccessLogger(glogging.Logger):
     """gunicorn's logger, writing each access line as one JSON object with the request id.
 
     ``access_log_format`` can't do this safely: gunicorn pastes the atoms in
     without escaping, so a quote in a User-Agent or URL would break the line.
-    The request id is the ``X-Request-ID`` response header the app sets.
+    The request id is the ``X-Request-ID`` response header the app sets; the
+    query string is logged with its values redacted (``redacted_query``).
     """
+
+    def exception(self, msg, *args, **kwargs):
+        """Log an error with its traceback; gunicorn's "Error handling request <uri>" with a redacted URI."""
+        if isinstance(msg, str) and msg.startswith("Error handling request"):
+            args = tuple(redacted_uri(arg) if isinstance(arg, str) else arg for arg in args)
+        super().exception(msg, *args, **kwargs)
 
     def access(self, resp, req, environ, request_time):
         """Log one request as a JSON line."""
@@ -124,7 +175,7 @@ class JsonAccessLogger(glogging.Logger):
             "remote_addr": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
-            "query": environ.get("QUERY_STRING") or None,
+            "query": redacted_query(environ.get("QUERY_STRING")),
             "status": int(status),
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
