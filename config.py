@@ -149,11 +149,15 @@ class Config:
     # Access tokens each worker remembers as verified (allmine_auth/jwt_cache.py); 0 turns it off.
     JWT_VERIFIED_CACHE_SIZE = env_int("JWT_VERIFIED_CACHE_SIZE", 1024)
     REFRESH_TOKEN_REUSE_INTERVAL = env_int("REFRESH_TOKEN_REUSE_INTERVAL", 10)
-    SESSION_MAX_AGE = env_int("SESSION_MAX_AGE", 2592000)
+    # An absolute end of every session, seconds after its login; 0: none (a refresh keeps it alive).
+    SESSION_MAX_AGE = env_int("SESSION_MAX_AGE", 0)
     SESSION_CACHE_TTL = env_int("SESSION_CACHE_TTL", 300)
     PROFILE_CACHE_TTL = env_int("PROFILE_CACHE_TTL", 300)
     # Seconds between a worker's looks at the cache outbox (writes Redis refused, allmine_auth/cache.py).
     CACHE_OUTBOX_INTERVAL = env_int("CACHE_OUTBOX_INTERVAL", 1)
+
+    # Account deletion: days between the request and the erasure (``flask purge``), for the user to undo it.
+    ACCOUNT_DELETION_GRACE_DAYS = env_int("ACCOUNT_DELETION_GRACE_DAYS", 30)
 
     # One-time codes
     OTP_SECRET_KEY = env_str("OTP_SECRET_KEY", DEFAULT_SECRET)

@@ -93,8 +93,10 @@ def register_blueprints(app):
     from allmine_auth.auth.routes import blp as auth_blp
     from allmine_auth.extensions import api
     from allmine_auth.health import blp as health_blp
+    from allmine_auth.live_activities.routes import blp as live_activities_blp
 
     api.register_blueprint(auth_blp)
+    api.register_blueprint(live_activities_blp)
     api.register_blueprint(health_blp)
     api.register_blueprint(keys_blp)
     app.register_blueprint(

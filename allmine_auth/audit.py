@@ -29,6 +29,9 @@ class Event(enum.StrEnum):
     REUSE_DETECTED = "reuse_detected"
     LOGOUT = "logout"
     SEND_REFUSED = "send_refused"
+    DELETION_REQUESTED = "deletion_requested"
+    DELETION_CANCELLED = "deletion_cancelled"
+    ACCOUNT_ERASED = "account_erased"
 
 
 # On the Core table, not the ORM entity: no ORM bulk-insert machinery for a row nobody loads; inline:

@@ -9,10 +9,12 @@ from flask import current_app
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
+from allmine_auth.auth.account import finalize_due_deletions
 from allmine_auth.auth.tokens import revoke_sessions
 from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.cache import undelivered
 from allmine_auth.extensions import db
+from allmine_auth.live_activities.services import live_activities, purge_expired
 from allmine_auth.models import AuthEvent, CacheOutbox, OneTimeCode, Session, User, utcnow
 
 DEMO_USER = {
@@ -99,6 +101,8 @@ def purge_command():
     sessions = db.session.execute(
         sa.delete(Session).where(sa.or_(Session.expires_at <= now, Session.revoked_at.is_not(None)))
     ).rowcount
+    erased = finalize_due_deletions(now)
+    activities = purge_expired(now)
     # An undelivered cache write older than the caches' lives has nothing left to correct in Redis.
     config = current_app.config
     cache_life = max(config["SESSION_CACHE_TTL"], config["PROFILE_CACHE_TTL"])
@@ -106,7 +110,10 @@ def purge_command():
         sa.delete(CacheOutbox).where(CacheOutbox.created_at < now - timedelta(seconds=cache_life))
     )
     db.session.commit()
-    click.echo(f"Purged {codes} expired codes and {sessions} ended sessions.")
+    click.echo(
+        f"Purged {codes} expired codes, {sessions} ended sessions and {activities} expired Live Activities; "
+        f"erased {erased} accounts whose deletion was due."
+    )
 
 
 @click.command("revoke")
@@ -125,6 +132,24 @@ def revoke_command(user_ref):
             "Redis did not answer: the revocation is in the database and waits in the cache outbox; "
             "the workers deliver it to Redis as soon as it answers.",
             err=True,
+        )
+
+
+@click.command("live-activities")
+@click.option("--user", "user_ref", required=True, help="A user id, phone number (E.164) or email address.")
+def live_activities_command(user_ref):
+    """List a user's Live Activities that have not expired (what the push sender would push to)."""
+    user = find_user(user_ref)
+    if user is None:
+        raise click.ClickException(f"no user {user_ref!r}")
+    activities = live_activities(user.id)
+    if not activities:
+        click.echo("no live activities")
+    for activity in activities:
+        click.echo(
+            f"{activity.activity_id}  {activity.kind:<12} ref={activity.reference_id or '-'} "
+            f"session={activity.session_id} until={activity.expires_at.isoformat(timespec='seconds')} "
+            f"push_token={activity.push_token}"
         )
 
 
@@ -168,4 +193,5 @@ def register_commands(app):
     app.cli.add_command(seed_command)
     app.cli.add_command(purge_command)
     app.cli.add_command(revoke_command)
+    app.cli.add_command(live_activities_command)
     app.cli.add_command(audit_command)

@@ -104,13 +104,40 @@ class Session(db.Model):
     ip: Mapped[str | None] = mapped_column(sa.String(45))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Moves with every refresh (30 days without one end the session), up to ``max_expires_at``.
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    # The absolute end (login + ``SESSION_MAX_AGE``) where one is set; ``None``: no absolute end.
+    max_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(sa.String(20))
 
     def is_active(self, now):
         """True while the session is neither revoked nor past its end."""
         return self.revoked_at is None and self.expires_at > now
+
+
+class LiveActivity(db.Model):
+    """An iOS Live Activity (a live stream's or call's lock-screen card) registered by a login session.
+
+    The service that sends its APNs pushes reads this table; the row goes when
+    the app dismisses the activity, when its session ends, or when it expires.
+    """
+
+    __tablename__ = "live_activities"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    activity_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    push_token: Mapped[str] = mapped_column(sa.String(512))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    reference_id: Mapped[str | None] = mapped_column(sa.String(128))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class OneTimeCode(db.Model):
@@ -188,6 +215,22 @@ def read_in_autocommit():
     """
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def upsert(table, keys, changes):
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET changes`` in the engine's dialect (values as parameters).
+
+    PostgreSQL and SQLite (3.24+) run the same statement; SQLAlchemy builds it
+    only through each dialect's own ``insert``.
+    """
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={name: statement.excluded[name] for name in changes}
+    )
 
 
 def single_statement_writes():

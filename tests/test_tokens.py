@@ -103,14 +103,21 @@ def end_by_time(pair):
     db.session.commit()
 
 
-def assert_token_pair(data):
-    """A refresh answer: a new pair, lifetimes that match the tokens' own ``exp - iat``."""
+def assert_token_pair(data, full_life=True):
+    """A refresh answer: a new pair, lifetimes that match the tokens' own ``exp - iat``.
+
+    ``full_life=False``: a retry inside the reuse interval gets the session's current refresh token
+    again, which lives to the end the rotation a moment ago gave the session.
+    """
     assert set(data) == TOKEN_PAIR
     access, refreshed = claims(data["accessToken"]), claims(data["refreshToken"])
     assert data["expiresIn"] == ACCESS_SECONDS == access["exp"] - access["iat"]
     assert data["refreshExpiresIn"] == refreshed["exp"] - refreshed["iat"]
-    # The refresh token lives to the session's end, 30 days after the login a moment ago.
-    assert REFRESH_SECONDS - 60 < data["refreshExpiresIn"] <= REFRESH_SECONDS
+    # Each refresh gives a refresh token of the full life (the session's end moves with it).
+    if full_life:
+        assert data["refreshExpiresIn"] == REFRESH_SECONDS
+    else:
+        assert REFRESH_SECONDS - 10 <= data["refreshExpiresIn"] <= REFRESH_SECONDS
     return access, refreshed
 
 
@@ -215,7 +222,7 @@ def test_a_retry_inside_the_reuse_interval_gets_the_current_pair_and_the_session
     login = auth.login()
     first = assert_envelope(refresh(client, login["refreshToken"]), 200)
     retry = assert_envelope(refresh(client, login["refreshToken"]), 200)
-    assert_token_pair(retry)
+    assert_token_pair(retry, full_life=False)
     current_jti = claims(first["refreshToken"])["jti"]
     assert claims(retry["refreshToken"])["jti"] == current_jti
     session = session_row(login)
@@ -439,14 +446,16 @@ def test_a_session_ends_at_its_end_time_even_with_unexpired_tokens(client, auth)
     assert_works(client, other)
 
 
-def test_the_session_end_caps_the_refresh_token(app, auth):
+def test_each_refresh_gives_the_session_a_full_life_again(app, auth):
     login = auth.login()
     end = session_row(login).expires_at
-    pair = tokens.rotate_refresh_token(login["refreshToken"], now=end - timedelta(seconds=100))
+    later = end - timedelta(seconds=100)  # a user who refreshes once every 30 days stays logged in
+    pair = tokens.rotate_refresh_token(login["refreshToken"], now=later)
     refreshed = claims(pair.refresh_token)
-    assert pair.refresh_expires_in == 100 == refreshed["exp"] - refreshed["iat"]
-    with pytest.raises(TokenRevoked):
-        tokens.rotate_refresh_token(pair.refresh_token, now=end + timedelta(seconds=1))
+    assert pair.refresh_expires_in == REFRESH_SECONDS == refreshed["exp"] - refreshed["iat"]
+    assert session_row(login).expires_at == later + timedelta(seconds=REFRESH_SECONDS)
+    with pytest.raises(TokenRevoked):  # 30 days without a refresh end it
+        tokens.rotate_refresh_token(pair.refresh_token, now=later + timedelta(seconds=REFRESH_SECONDS + 1))
 
 
 @pytest.mark.parametrize("config_overrides", [{**REPEATED_LOGINS, "SESSION_MAX_AGE": 120}])
@@ -455,8 +464,16 @@ def test_session_max_age_bounds_a_session_from_its_login(app, auth):
     assert login["refreshExpiresIn"] == 120
     session = session_row(login)
     assert session.expires_at - session.created_at == timedelta(seconds=120)
+    # A refresh does not move an absolute end: the refresh token lives to it.
+    pair = tokens.rotate_refresh_token(login["refreshToken"], now=session.created_at + timedelta(seconds=20))
+    assert (
+        pair.refresh_expires_in
+        == 100
+        == claims(pair.refresh_token)["exp"] - claims(pair.refresh_token)["iat"]
+    )
+    assert session_row(login).expires_at == session.created_at + timedelta(seconds=120)
     with pytest.raises(TokenRevoked):
-        tokens.rotate_refresh_token(login["refreshToken"], now=session.created_at + timedelta(seconds=121))
+        tokens.rotate_refresh_token(pair.refresh_token, now=session.created_at + timedelta(seconds=121))
     assert session_row(login).revoked_at is None
 
 
@@ -476,7 +493,10 @@ def test_purge_deletes_expired_codes_and_ended_sessions(client, auth, runner, un
     db.session.commit()
     result = runner.invoke(args=["purge"])
     assert result.exit_code == 0, result.output
-    assert result.output == "Purged 1 expired codes and 2 ended sessions.\n"
+    assert result.output == (
+        "Purged 1 expired codes, 2 ended sessions and 0 expired Live Activities; "
+        "erased 0 accounts whose deletion was due.\n"
+    )
     assert [str(row.id) for row in session_states()] == [sid(active)]
     assert db.session.scalars(sa.select(OneTimeCode.destination)).all() == ["+90" + live_phone["phoneNumber"]]
     assert_works(client, active)

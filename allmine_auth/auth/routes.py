@@ -6,7 +6,7 @@ from flask import current_app
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.auth import profiles, services, tokens
+from allmine_auth.auth import account, profiles, services, tokens
 from allmine_auth.auth.schemas import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
@@ -283,3 +283,31 @@ class CompleteRegistration(MethodView):
         """Kaydı tamamla"""
         user = profiles.user_or_401(uuid.UUID(get_jwt()["sub"]))
         return services.complete_registration(user, profile, current_client())
+
+
+@blp.route("/account/deletion")
+class AccountDeletion(MethodView):
+    """The current user's account deletion: request it, or cancel it during the grace period."""
+
+    @blp.doc(
+        security=BEARER,
+        description=f"{WARNING} Hesabın silinmesini planlar: hesap, bekleme süresi "
+        "(`ACCOUNT_DELETION_GRACE_DAYS`, 30 gün) sonunda kişisel verileriyle birlikte silinir; bu "
+        "oturum dışındaki tüm oturumlar hemen sonlanır. Bekleme süresinde giriş yapılabilir ve talep "
+        "iptal edilebilir.",
+    )
+    @jwt_required()
+    @blp.errors(401, 409)
+    @blp.response(200, UserSchema)
+    def post(self):
+        """Hesap silme talebi oluştur"""
+        claims = get_jwt()
+        return account.request_deletion(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), current_client())
+
+    @blp.doc(security=BEARER, description=f"{WARNING} Bekleyen hesap silme talebini iptal eder.")
+    @jwt_required()
+    @blp.errors(401, 409)
+    @blp.response(200, UserSchema)
+    def delete(self):
+        """Hesap silme talebini iptal et"""
+        return account.cancel_deletion(uuid.UUID(get_jwt()["sub"]), current_client())

@@ -270,7 +270,15 @@ class CompleteRegistrationSchema(ma.Schema):
         validate=validate.Regexp(USERNAME, error="3 to 30 letters, digits, '_' or '.'."),
         metadata={"example": "johndoe123"},
     )
-    birthDate = BirthDate(load_default=None, allow_none=True, metadata={"example": "1995-01-15"})
+    birthDate = BirthDate(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "example": "1995-01-15",
+            "description": "A calendar date: `YYYY-MM-DD`, or a timestamp whose date counts. The user "
+            "object answers it as that date at midnight UTC (`1995-01-15T00:00:00.000Z`).",
+        },
+    )
     gender = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(GENDERS))
     email = fields.String(
         load_default=None,

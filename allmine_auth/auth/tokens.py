@@ -23,6 +23,7 @@ from allmine_auth.errors import NotFound, ServiceUnavailable, TokenRevoked, Unau
 from allmine_auth.extensions import db, jwt
 from allmine_auth.models import (
     AuthEvent,
+    LiveActivity,
     Session,
     User,
     single_statement_writes,
@@ -72,15 +73,23 @@ class OpenedSession:
     expires_at: datetime
 
 
+def refreshed_end(now):
+    """When a session refreshed (or opened) at ``now`` ends without another refresh."""
+    return now + timedelta(seconds=current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+
+
 # A plain INSERT (compiled once), not an ORM object: the login never reads the row back.
 INSERT_SESSION = sa.insert(Session.__table__)
 
 
 def open_session(user, client, now):
     """Start a session for ``user`` (in the caller's transaction) and return ``(session, tokens)``."""
-    session = OpenedSession(
-        id=uuid.uuid4(), expires_at=now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"])
-    )
+    max_age = current_app.config["SESSION_MAX_AGE"]
+    max_expires_at = now + timedelta(seconds=max_age) if max_age else None
+    expires_at = refreshed_end(now)
+    if max_expires_at is not None:
+        expires_at = min(expires_at, max_expires_at)
+    session = OpenedSession(id=uuid.uuid4(), expires_at=expires_at)
     refresh_jti = str(uuid.uuid4())
     db.session.execute(
         INSERT_SESSION,
@@ -93,6 +102,7 @@ def open_session(user, client, now):
             "created_at": now,
             "last_used_at": now,
             "expires_at": session.expires_at,
+            "max_expires_at": max_expires_at,
         },
     )
     return session, mint_tokens(user.id, user.is_registration_complete, session, refresh_jti, now)
@@ -113,7 +123,7 @@ def rotate_refresh_token(token, client=None, *, now=None):
         raise Unauthorized()
     sid, jti = uuid.UUID(claims["sid"]), claims["jti"]
     new_jti = str(uuid.uuid4())
-    params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now}
+    params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now, "new_expires_at": refreshed_end(now)}
     if single_statement_writes():
         # The rotation and its audit row in one statement, outside a transaction: one round trip. On a
         # connection of its own rather than the Session's: no transaction bookkeeping to set up and undo.
@@ -175,6 +185,15 @@ ROTATE = (
         previous_refresh_jti=sa.bindparam("jti"),
         rotated_at=sa.bindparam("now"),
         last_used_at=sa.bindparam("now"),
+        # A refresh gives the session a full life again, up to its absolute end where it has one.
+        expires_at=sa.case(
+            (
+                _SESSIONS.c.max_expires_at
+                < sa.bindparam("new_expires_at", type_=_SESSIONS.c.expires_at.type),
+                _SESSIONS.c.max_expires_at,
+            ),
+            else_=sa.bindparam("new_expires_at", type_=_SESSIONS.c.expires_at.type),
+        ),
     )
     .returning(
         _SESSIONS.c.id, _SESSIONS.c.user_id, _SESSIONS.c.expires_at, REGISTRATION_COMPLETE.label("complete")
@@ -232,6 +251,9 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
         .scalars()
         .all()
     )
+    if ended:
+        # No push goes to a phone whose session is over.
+        db.session.execute(sa.delete(LiveActivity).where(LiveActivity.session_id.in_(ended)))
     ttl = current_app.config["SESSION_CACHE_TTL"]
     # The sessions just ended are among these: their revoked_at is now.
     for sid in db.session.scalars(

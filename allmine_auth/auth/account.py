@@ -1,0 +1,138 @@
+"""Account deletion, as app stores require it in the app: requested, cancellable, then erased.
+
+A request ends every other session and schedules the erasure
+``ACCOUNT_DELETION_GRACE_DAYS`` ahead; the user may still log in meanwhile
+(the user object shows ``accountDeletionStatus: pending``, so the app can
+offer to cancel). ``flask purge`` erases what is due: the personal data, every
+session and Live Activity at once, and every personal value in the audit trail;
+the phone number and the email address are free for a new account.
+"""
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from allmine_auth import audit
+from allmine_auth.audit import Event
+from allmine_auth.auth.tokens import REVOKED, SESSION_CACHE_PREFIX, revoke_sessions
+from allmine_auth.cache import set_after_commit
+from allmine_auth.errors import Conflict, Unauthorized
+from allmine_auth.extensions import db
+from allmine_auth.models import (
+    AuthEvent,
+    DestinationLock,
+    LiveActivity,
+    OneTimeCode,
+    Session,
+    User,
+    utcnow,
+)
+
+PENDING, CANCELLED, FINALIZED = "pending", "cancelled", "finalized"
+# What an erasure empties (None) or resets; the account's row stays, without anything personal.
+ERASED = {
+    "phone_e164": None,
+    "country_code": None,
+    "phone_number": None,
+    "email": None,
+    "email_verified": False,
+    "name": None,
+    "surname": None,
+    "username": None,
+    "signup_source": None,
+    "signup_campaign": None,
+    "profile_photo": None,
+    "availability_status": None,
+    "birth_date": None,
+    "gender": None,
+    "interests": [],
+    "expertise": None,
+    "bio": None,
+    "instagram": None,
+    "x": None,
+    "tiktok": None,
+    "snapchat": None,
+    "facebook": None,
+    "timezone": None,
+    "last_login": None,
+    "last_username_change_date": None,
+}
+
+
+def locked_user(user_id):
+    """The user's row, locked until the transaction ends (PostgreSQL), or a 401 when it is gone."""
+    user = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+    if user is None:
+        raise Unauthorized()
+    return user
+
+
+def request_deletion(user_id, current_sid, client=None, now=None):
+    """Schedule the erasure and end every other session; 409 when one is pending already."""
+    now = now or utcnow()
+    user = locked_user(user_id)
+    if user.account_deletion_status == PENDING:
+        db.session.rollback()
+        raise Conflict()
+    grace = timedelta(days=current_app.config["ACCOUNT_DELETION_GRACE_DAYS"])
+    user.account_deletion_status = PENDING
+    user.account_deletion_requested_at = now
+    user.account_deletion_scheduled_for = now + grace
+    user.account_deletion_cancelled_at = None
+    revoke_sessions(user_id, "deletion", keep=current_sid, now=now)
+    audit.record(Event.DELETION_REQUESTED, client, user_id=user_id, session_id=current_sid, now=now)
+    db.session.commit()
+    return user
+
+
+def cancel_deletion(user_id, client=None, now=None):
+    """Cancel a pending deletion; 409 when none is pending."""
+    now = now or utcnow()
+    user = locked_user(user_id)
+    if user.account_deletion_status != PENDING:
+        db.session.rollback()
+        raise Conflict()
+    user.account_deletion_status = CANCELLED
+    user.account_deletion_cancelled_at = now
+    audit.record(Event.DELETION_CANCELLED, client, user_id=user_id, now=now)
+    db.session.commit()
+    return user
+
+
+def finalize_due_deletions(now=None):
+    """Erase every account whose grace period is over (``flask purge``); return how many."""
+    now = now or utcnow()
+    due = db.session.scalars(
+        sa.select(User)
+        .where(User.account_deletion_status == PENDING, User.account_deletion_scheduled_for <= now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for user in due:
+        erase(user, now)
+    db.session.commit()
+    return len(due)
+
+
+def erase(user, now):
+    """Erase ``user``'s personal data, sessions, Live Activities, codes and audit values (no commit)."""
+    addresses = [address for address in (user.phone_e164, user.email) if address]
+    ttl = current_app.config["SESSION_CACHE_TTL"]
+    for sid in db.session.scalars(sa.select(Session.id).where(Session.user_id == user.id)):
+        set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
+    db.session.execute(sa.delete(LiveActivity).where(LiveActivity.user_id == user.id))
+    db.session.execute(sa.delete(Session).where(Session.user_id == user.id))
+    if addresses:
+        for model in (OneTimeCode, DestinationLock):
+            db.session.execute(sa.delete(model).where(model.destination.in_(addresses)))
+    # The trail keeps what happened and when, never to whom: no destination, address or agent.
+    db.session.execute(
+        sa.update(AuthEvent)
+        .where(sa.or_(AuthEvent.user_id == user.id, AuthEvent.destination.in_(addresses)))
+        .values(destination=None, prefix=None, ip=None, user_agent=None, detail=None)
+    )
+    for name, value in ERASED.items():
+        setattr(user, name, value)
+    user.account_deletion_status = FINALIZED
+    user.account_deletion_finalized_at = now
+    audit.record(Event.ACCOUNT_ERASED, user_id=user.id, now=now)
