@@ -149,7 +149,7 @@ class DestinationLock(db.Model):
 
 
 class AuthEvent(db.Model):
-    """Append-only audit trail; also what the per-destination send and failure counts read."""
+    """Append-only audit trail; also what the per-destination send counts read."""
 
     __tablename__ = "auth_events"
     __table_args__ = (

@@ -12,6 +12,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import requests
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from allmine_auth.auth.destinations import phone_destination
+from allmine_auth.auth.otp import count_attempt, record_failure
+from allmine_auth.errors import RateLimited
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User, utcnow
 from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_error
@@ -250,3 +253,25 @@ def test_the_lock_out_takes_failures_against_codes_sent_to_the_victim_and_still_
         assert (counter().lock_count, events("destination_locked")) == (round_number, round_number)
         assert events("code_failed") == 10 * round_number
         travel(lock_seconds + 1)
+
+
+def test_a_failure_that_meets_a_lock_set_since_its_check_is_a_429_and_counts_nothing(auth):
+    assert_envelope(auth.send(), 201)
+    now = utcnow()
+    # A parallel check locked the number after this one found it unlocked (its lock check is skipped here).
+    db.session.add(
+        DestinationLock(
+            channel=DESTINATION.channel,
+            destination=DESTINATION.address,
+            locked_at=now,
+            locked_until=now + timedelta(hours=1),
+            lock_count=1,
+        )
+    )
+    db.session.commit()
+    assert count_attempt(DESTINATION, now).attempts == 1
+    with pytest.raises(RateLimited) as raised:
+        record_failure(DESTINATION, None, now)
+    assert raised.value.retry_after == 3600
+    # Undone: the attempt on the code too.
+    assert (stored_attempts(), events("code_failed"), counter().failures) == ([0], 0, 0)
