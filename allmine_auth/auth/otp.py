@@ -251,6 +251,7 @@ def record_failure(destination, client, now, burn_code_id=None):
     """
     counter = count_failure(destination, now)
     if counter is None:
+        # Locked by a parallel check since this one's lock check: undo the attempt counted on the code.
         db.session.rollback()
         raise RateLimited(retry_after=seconds_until(lock_end(destination, now), now))
     if burn_code_id is not None:
@@ -290,6 +291,7 @@ def consume_code(destination, code, client=None, *, now=None):
     ensure_not_locked(destination, now)
     row = count_attempt(destination, now)
     if row is None and fixed is None:
+        # Nothing live to guess at: counting it would let anyone lock a stranger's number out for free.
         raise InvalidCode()
     spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
     record_failure(destination, client, now, burn_code_id=row.id if spent else None)
