@@ -28,6 +28,7 @@ from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_err
 from tests.timeshift import travel
 
 PARALLEL = 20
+LOCK_AFTER = 10  # OTP_LOCK_AFTER_FAILURES
 TIMEOUT = 30
 INVALID = "Invalid or expired code"
 TOO_MANY = "Too many requests"
@@ -144,12 +145,11 @@ def assert_locked_answers(answers, lock_seconds):
             assert_error(answer, 401, INVALID)
 
 
-def assert_locked_once(lock_seconds=3600, lock_count=1):
-    """One lock of ``lock_seconds`` from about now, its counter restarted."""
+def assert_locked_once():
+    """One lock of an hour from about now, its counter restarted."""
     lock = counter()
-    assert (lock.failures, lock.window_started_at, lock.lock_count) == (0, None, lock_count)
-    left = (lock.locked_until - utcnow()).total_seconds()
-    assert lock_seconds - 30 <= left <= lock_seconds
+    assert (lock.failures, lock.window_started_at, lock.lock_count) == (0, None, 1)
+    assert 3600 - 30 <= (lock.locked_until - utcnow()).total_seconds() <= 3600
     assert events("destination_locked") == 1
 
 
@@ -158,12 +158,14 @@ def test_parallel_wrong_guesses_at_one_live_code_count_exactly_and_lock_once(sha
     # Enough attempts on the code for every guess: only the failure limit stops them.
     code = assert_envelope(auth.send(), 201)["code"]
     answers = parallel_verifies(live_url, wrong(code))
-    assert statuses(answers) == [401] * 10 + [429] * 10, [answer.body for answer in answers]
+    assert statuses(answers) == [401] * LOCK_AFTER + [429] * (PARALLEL - LOCK_AFTER), [
+        answer.body for answer in answers
+    ]
     assert_locked_answers(answers, 3600)
-    assert events("code_failed") == 10
+    assert events("code_failed") == LOCK_AFTER
     assert_locked_once()
     # The guesses that met the lock counted no attempt either.
-    assert stored_attempts() == [10]
+    assert stored_attempts() == [LOCK_AFTER]
 
 
 def test_parallel_wrong_guesses_with_default_settings_lock_at_the_tenth_failure(shared_app, live_url, auth):
@@ -174,7 +176,7 @@ def test_parallel_wrong_guesses_with_default_settings_lock_at_the_tenth_failure(
     answers = parallel_verifies(live_url, wrong(code))
     assert statuses(answers) == [401] + [429] * (PARALLEL - 1), [answer.body for answer in answers]
     assert_locked_answers(answers, 3600)
-    assert events("code_failed") == 10
+    assert events("code_failed") == LOCK_AFTER
     assert_locked_once()
     # One attempt counted on the fourth code: no code ever holds more than OTP_MAX_ATTEMPTS.
     assert stored_attempts() == [1]
@@ -184,9 +186,11 @@ def test_parallel_wrong_guesses_with_default_settings_lock_at_the_tenth_failure(
 def test_parallel_wrong_guesses_at_a_test_destinations_fixed_code_count_exactly(shared_app, live_url, auth):
     # The fixed code is always live: wrong guesses at it count, or it could be guessed without end.
     answers = parallel_verifies(live_url, "1111")
-    assert statuses(answers) == [401] * 10 + [429] * 10, [answer.body for answer in answers]
+    assert statuses(answers) == [401] * LOCK_AFTER + [429] * (PARALLEL - LOCK_AFTER), [
+        answer.body for answer in answers
+    ]
     assert_locked_answers(answers, 3600)
-    assert events("code_failed") == 10
+    assert events("code_failed") == LOCK_AFTER
     assert_locked_once()
     travel(3601)
     assert_envelope(auth.verify("4321"), 200)
@@ -251,7 +255,7 @@ def test_the_lock_out_takes_failures_against_codes_sent_to_the_victim_and_still_
         assert_error(response, 429, TOO_MANY)
         assert lock_seconds - 10 <= int(response.headers["Retry-After"]) <= lock_seconds
         assert (counter().lock_count, events("destination_locked")) == (round_number, round_number)
-        assert events("code_failed") == 10 * round_number
+        assert events("code_failed") == LOCK_AFTER * round_number
         travel(lock_seconds + 1)
 
 
