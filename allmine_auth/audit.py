@@ -1,8 +1,9 @@
 """The append-only audit trail of authentication events.
 
 Events carry the destination, user, session, IP and user agent — never a
-code. The per-destination send and failure limits count these rows, so the
-trail is also the memory of the abuse rules.
+code. The per-destination send limits count these rows, so the trail is also
+the memory of those rules; failed checks are counted exactly on
+``DestinationLock`` instead (parallel transactions don't see each other's rows).
 """
 
 import enum

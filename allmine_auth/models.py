@@ -156,19 +156,27 @@ class OneTimeCode(db.Model):
 
 
 class DestinationLock(db.Model):
-    """A destination locked after too many failed checks; each repeat doubles the lock."""
+    """A destination's failed checks in its current 24 h window, and its lock; each repeat doubles the lock.
+
+    One row per destination, written by one atomic upsert per failure, so
+    parallel failures count exactly (rows of the audit trail that parallel
+    transactions have not committed yet would not be seen). The SMS prefix
+    breaker keeps its rows here too (channel ``sms-prefix``), without failures.
+    """
 
     __tablename__ = "destination_locks"
 
     channel: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
     destination: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
-    locked_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    locked_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    window_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    locked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lock_count: Mapped[int] = mapped_column(default=1)
 
 
 class AuthEvent(db.Model):
-    """Append-only audit trail; also what the per-destination send and failure counts read."""
+    """Append-only audit trail; also what the per-destination send counts read."""
 
     __tablename__ = "auth_events"
     __table_args__ = (

@@ -256,8 +256,13 @@ def test_send_limits_are_per_destination(client, auth, unique_phone):
 
 
 def fail_checks(auth, count):
-    for _ in range(count):
-        assert_error(auth.verify("0000"), 401, INVALID)
+    """Fail ``count`` checks against live codes: codes sent to the number, each guessed wrong until burnt."""
+    while count:
+        travel(601)  # past the resend interval and the 10-minute send cap
+        code = assert_envelope(auth.send(), 201)["code"]
+        for _ in range(min(count, 3)):
+            assert_error(auth.verify(f"{(int(code) + 1) % 10_000:04d}"), 401, INVALID)
+            count -= 1
 
 
 def test_ten_failures_in_a_day_lock_the_destination_for_an_hour(client, auth):

@@ -1,4 +1,4 @@
-"""Make stored time pass: move the stored timestamps of codes, events and locks into the past."""
+"""Make stored time pass: move the stored timestamps of codes, events, counters and locks into the past."""
 
 from datetime import timedelta
 
@@ -10,7 +10,7 @@ from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session
 COLUMNS = {
     OneTimeCode: ("created_at", "expires_at"),
     AuthEvent: ("created_at",),
-    DestinationLock: ("locked_at", "locked_until"),
+    DestinationLock: ("window_started_at", "locked_at", "locked_until"),
     Session: ("created_at", "last_used_at", "expires_at", "rotated_at"),
 }
 

@@ -3,7 +3,11 @@
 A code is drawn with ``secrets`` and kept only as an HMAC of channel,
 destination and code. The right code deletes its row in one statement
 (``DELETE ... RETURNING``), so of N parallel checks with it exactly one
-succeeds; a wrong one counts an attempt on the row (``UPDATE ... RETURNING``).
+succeeds; a wrong one counts an attempt on the row (``UPDATE ... RETURNING``)
+and a failure on the destination's counter (``INSERT ... ON CONFLICT DO
+UPDATE ... RETURNING``), which locks the destination after too many. Only a
+guess at a live code counts: with no live code there is nothing to guess, so
+nobody can lock a stranger's number out for free.
 """
 
 import hashlib
@@ -13,6 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from allmine_auth import audit
@@ -20,7 +25,7 @@ from allmine_auth.audit import Event
 from allmine_auth.auth.destinations import SMS
 from allmine_auth.errors import DeliveryFailed, InvalidCode, RateLimited
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, utcnow
+from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, UtcDateTime, utcnow
 from allmine_auth.notify import DeliveryError
 
 DELIVERY_MESSAGES = {
@@ -60,11 +65,22 @@ def seconds_until(moment, now):
     return max(1, int((moment - now).total_seconds() + 0.999))
 
 
+def lock_end(destination, now):
+    """When the destination's lock ends, if it is locked at ``now``; else ``None``."""
+    return db.session.scalar(
+        sa.select(DestinationLock.locked_until).where(
+            DestinationLock.channel == destination.channel,
+            DestinationLock.destination == destination.address,
+            DestinationLock.locked_until > now,
+        )
+    )
+
+
 def ensure_not_locked(destination, now):
     """Refuse a locked destination with 429 and the time left on the lock."""
-    lock = db.session.get(DestinationLock, (destination.channel, destination.address))
-    if lock is not None and lock.locked_until > now:
-        raise RateLimited(retry_after=seconds_until(lock.locked_until, now))
+    until = lock_end(destination, now)
+    if until is not None:
+        raise RateLimited(retry_after=seconds_until(until, now))
 
 
 def ensure_send_allowed(destination, now):
@@ -174,45 +190,75 @@ def live_code_params(destination, now, **more):
 
 
 def count_attempt(destination, now):
-    """Count one attempt on the live code; return ``(id, attempts)`` or ``None``.
+    """Count one attempt on the live code; return ``(id, attempts)`` or ``None`` when no code is live.
 
-    The ``UPDATE`` locks the row until the transaction ends; the failure
-    record that follows commits the count.
+    The ``UPDATE`` locks the row until the transaction ends, so parallel
+    guesses at one code take their turns; the failure record that follows
+    commits the count.
     """
     return db.session.execute(COUNT_ATTEMPT, live_code_params(destination, now)).first()
 
 
+def count_failure(destination, now):
+    """Count one failed check on the destination's counter; return the counter or ``None`` if it is locked.
+
+    One atomic upsert (``COUNT_FAILURE``) that locks the counter's row until
+    the transaction ends: of parallel failures the N-th sees exactly N, and
+    one that comes after the lock was set counts nothing. The counter row is
+    ``(failures, locked_at, lock_count)`` after the count.
+    """
+    params = {
+        "b_channel": destination.channel,
+        "b_destination": destination.address,
+        "b_now": now,
+        "b_window_start": now - ONE_DAY,
+    }
+    return db.session.execute(COUNT_FAILURE[db.engine.dialect.name], params).first()
+
+
+def lock_destination(destination, client, now, counter):
+    """Lock the destination for ``OTP_LOCK_SECONDS`` (doubled per lock of the day before); restart its count.
+
+    The caller holds the counter's row (``count_failure``), so this plain
+    ``UPDATE`` is the only writer of the lock.
+    """
+    repeat = counter.locked_at is not None and counter.locked_at > now - ONE_DAY
+    count = counter.lock_count + 1 if repeat else 1
+    until = now + timedelta(seconds=current_app.config["OTP_LOCK_SECONDS"] * 2 ** (count - 1))
+    db.session.execute(
+        LOCK_DESTINATION,
+        {
+            "b_channel": destination.channel,
+            "b_destination": destination.address,
+            "b_now": now,
+            "b_until": until,
+            "b_lock_count": count,
+        },
+    )
+    audit.record(
+        Event.DESTINATION_LOCKED, client, destination=destination, detail=f"until {until.isoformat()}"
+    )
+
+
 def record_failure(destination, client, now, burn_code_id=None):
-    """Record a failed check, burn a spent code, and lock the destination after too many failures."""
-    config = current_app.config
+    """Record a failed check against a live code, burn a spent code, lock after too many failures; commit.
+
+    Committed here, before the 401 is raised, so nothing a failing check
+    wrote is lost to what the request does next. If a parallel request has
+    locked the destination since this one checked, the whole check is undone
+    (the attempt on the code too) and it is a 429: a locked destination
+    counts nothing.
+    """
+    counter = count_failure(destination, now)
+    if counter is None:
+        # Locked by a parallel check since this one's lock check: undo the attempt counted on the code.
+        db.session.rollback()
+        raise RateLimited(retry_after=seconds_until(lock_end(destination, now), now))
     if burn_code_id is not None:
         db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.id == burn_code_id))
     audit.record(Event.CODE_FAILED, client, destination=destination, now=now)
-    db.session.flush()
-    lock = db.session.get(DestinationLock, (destination.channel, destination.address))
-    since = now - ONE_DAY
-    if lock is not None and lock.locked_at > since:
-        since = lock.locked_at
-    (failures,) = audit.count_events(Event.CODE_FAILED, since, destination=destination)
-    if failures >= config["OTP_LOCK_AFTER_FAILURES"]:
-        repeat = lock is not None and lock.locked_at > now - ONE_DAY
-        count = lock.lock_count + 1 if repeat else 1
-        until = now + timedelta(seconds=config["OTP_LOCK_SECONDS"] * 2 ** (count - 1))
-        if lock is None:
-            db.session.add(
-                DestinationLock(
-                    channel=destination.channel,
-                    destination=destination.address,
-                    locked_at=now,
-                    locked_until=until,
-                    lock_count=count,
-                )
-            )
-        else:
-            lock.locked_at, lock.locked_until, lock.lock_count = now, until, count
-        audit.record(
-            Event.DESTINATION_LOCKED, client, destination=destination, detail=f"until {until.isoformat()}"
-        )
+    if counter.failures >= current_app.config["OTP_LOCK_AFTER_FAILURES"]:
+        lock_destination(destination, client, now, counter)
     db.session.commit()
 
 
@@ -229,6 +275,10 @@ def consume_code(destination, code, client=None, *, now=None):
     deletes it and the others, waiting on the lock, then find nothing and fail.
     Anything else takes the slow path: a lock is a 429 (no attempt counted),
     else the attempt is counted on the live code and the failure recorded.
+    With no live code (none sent, expired, burnt, or used by a parallel check
+    with the right code) there was nothing to guess: 401, nothing counted.
+    A test destination's fixed code is always live: wrong guesses at it
+    count, or it could be guessed without end.
     """
     now = now or utcnow()
     fixed = test_code_for(destination, now)
@@ -240,6 +290,9 @@ def consume_code(destination, code, client=None, *, now=None):
         return
     ensure_not_locked(destination, now)
     row = count_attempt(destination, now)
+    if row is None and fixed is None:
+        # Nothing live to guess at: counting it would let anyone lock a stranger's number out for free.
+        raise InvalidCode()
     spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
     record_failure(destination, client, now, burn_code_id=row.id if spent else None)
     raise InvalidCode()
@@ -270,4 +323,50 @@ COUNT_ATTEMPT = (
     .where(*_LIVE_CODE)
     .values(attempts=_CODES.c.attempts + 1)
     .returning(_CODES.c.id, _CODES.c.attempts)
+)
+
+
+def count_failure_statement(insert):
+    """``COUNT_FAILURE`` built with a dialect's ``insert`` (PostgreSQL's and SQLite's upserts are alike).
+
+    A new counter starts at 1; an existing one adds 1 inside its 24 h window
+    or starts a new window at 1. The ``WHERE`` of the update skips a locked
+    counter, which then returns no row.
+    """
+    now = sa.bindparam("b_now", type_=UtcDateTime)
+    in_window = _LOCKS.c.window_started_at > sa.bindparam("b_window_start", type_=UtcDateTime)
+    statement = insert(_LOCKS).values(
+        channel=sa.bindparam("b_channel"),
+        destination=sa.bindparam("b_destination"),
+        failures=1,
+        window_started_at=now,
+        lock_count=0,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_LOCKS.c.channel, _LOCKS.c.destination],
+        set_={
+            "failures": sa.case((in_window, _LOCKS.c.failures + 1), else_=1),
+            "window_started_at": sa.case((in_window, _LOCKS.c.window_started_at), else_=now),
+        },
+        where=sa.or_(_LOCKS.c.locked_until.is_(None), _LOCKS.c.locked_until <= now),
+    ).returning(_LOCKS.c.failures, _LOCKS.c.locked_at, _LOCKS.c.lock_count)
+
+
+COUNT_FAILURE = {
+    "postgresql": count_failure_statement(postgresql.insert),
+    "sqlite": count_failure_statement(sqlite.insert),
+}
+# Run while the caller holds the counter's row (after ``COUNT_FAILURE``): a new window starts after the lock.
+LOCK_DESTINATION = (
+    sa.update(_LOCKS)
+    .where(
+        _LOCKS.c.channel == sa.bindparam("b_channel"), _LOCKS.c.destination == sa.bindparam("b_destination")
+    )
+    .values(
+        failures=0,
+        window_started_at=None,
+        locked_at=sa.bindparam("b_now"),
+        locked_until=sa.bindparam("b_until"),
+        lock_count=sa.bindparam("b_lock_count"),
+    )
 )
