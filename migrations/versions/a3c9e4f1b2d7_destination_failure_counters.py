@@ -1,7 +1,7 @@
 """destination failure counters: failures and their window on destination_locks, the lock optional
 
 Revision ID: a3c9e4f1b2d7
-Revises: 815183f8c7fc
+Revises: a1c0ffee0002
 Create Date: 2026-11-29 01:20:00.000000
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "a3c9e4f1b2d7"
-down_revision = "815183f8c7fc"
+down_revision = "a1c0ffee0002"
 branch_labels = None
 depends_on = None
 
