@@ -476,7 +476,9 @@ def test_purge_deletes_expired_codes_and_ended_sessions(client, auth, runner, un
     db.session.commit()
     result = runner.invoke(args=["purge"])
     assert result.exit_code == 0, result.output
-    assert result.output == "Purged 1 expired codes and 2 ended sessions.\n"
+    assert result.output == (
+        "Purged 1 expired codes and 2 ended sessions.\nPurged 0 audit events older than 365 days.\n"
+    )
     assert [str(row.id) for row in session_states()] == [sid(active)]
     assert db.session.scalars(sa.select(OneTimeCode.destination)).all() == ["+90" + live_phone["phoneNumber"]]
     assert_works(client, active)
