@@ -16,8 +16,9 @@ import re
 import phonenumbers
 
 # An email address as it can appear in free text (the local part may be internationalised); group 1 is
-# any quoting before it (a repr's ``'``), kept as it is.
-EMAIL_IN_TEXT = re.compile(r"([\"'`{(<\[]*)([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)")
+# any quoting before it (a repr's ``'``), kept as it is. ``=`` and ``/``, legal but rare in an address,
+# are left out of the local part: in a log line they end a ``key=`` or a path.
+EMAIL_IN_TEXT = re.compile(r"([\"'`{(<\[]*)([\w.!#$%&'*+?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)")
 # An E.164 number (a ``+`` or its URL encoding, then 7 to 15 digits) not inside a longer word or number.
 PHONE_IN_TEXT = re.compile(r"(?<![\w+%])(?:\+|%2[Bb])([1-9]\d{6,14})(?!\d)")
 SHOWN_DIGITS_HEAD = 3
