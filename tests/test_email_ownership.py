@@ -15,7 +15,7 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from allmine_auth.auth import profiles
+from allmine_auth.auth import profiles, services
 from allmine_auth.extensions import db
 from allmine_auth.models import User
 from tests.conftest import assert_envelope, assert_error, bearer
@@ -257,3 +257,21 @@ def test_races_on_one_address_leave_one_proven_owner_and_no_500(client, people, 
         assert a_status in (200, 409), a_body
         assert holders(address) == [(uuid.UUID(prover["user"]["id"]), True)]
         assert me(client, claimant)["email"] is None
+
+
+@needs_postgresql
+def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, auth, monkeypatch):
+    code = assert_envelope(auth.send(), 201)["code"]
+    found = services.user_for_destination
+
+    def another_login_commits_first(destination):
+        # Another transaction creates the account between this login's look-up and its INSERT.
+        with db.engine.begin() as connection:
+            connection.execute(sa.insert(User).values(id=uuid.uuid4(), phone_e164=destination.address))
+        return None
+
+    monkeypatch.setattr(services, "user_for_destination", another_login_commits_first)
+    assert_error(auth.verify(code), 409, CONFLICT)
+    monkeypatch.setattr(services, "user_for_destination", found)
+    login = assert_envelope(auth.verify(code), 200)
+    assert count_users() == 1 and login["user"]["id"] == str(db.session.scalar(sa.select(User.id)))

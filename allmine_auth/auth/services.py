@@ -2,6 +2,7 @@
 
 import hashlib
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -59,6 +60,19 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     """
     now = utcnow()
     consume_code(destination, code, client, now=now)
+    with duplicate_is_conflict():
+        user = find_or_create_account(destination, now, signup_source, signup_campaign)
+        # The session INSERT flushes the new or changed user first (autoflush).
+        session, tokens = open_session(user, client, now)
+        audit.record(
+            Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
+        )
+        db.session.commit()
+    return user, tokens
+
+
+def find_or_create_account(destination, now, signup_source, signup_campaign):
+    """The account ``destination`` logs in to, made (and added to the session) on a first login."""
     if destination.channel == EMAIL:
         lock_email(destination.address)
         user = proven_email_owner(destination.address)
@@ -82,23 +96,19 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         db.session.add(user)
     else:
         user.last_login = now
-    # The session INSERT flushes the new or changed user first (autoflush).
-    session, tokens = open_session(user, client, now)
-    audit.record(
-        Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
-    )
-    commit_or_conflict()
-    return user, tokens
+    return user
 
 
-def commit_or_conflict():
-    """Commit; a unique constraint that another transaction won (an address, a username) is a 409.
+@contextmanager
+def duplicate_is_conflict():
+    """A unique constraint another transaction won (an address, a phone, a username) is a 409, not a 500.
 
-    The rollback undoes everything of this request, the use of its code too:
-    the code still works for a retry.
+    It may fire at any flush inside, not only at the commit. The rollback
+    undoes everything of this request, the use of its code too: the code
+    still works for a retry.
     """
     try:
-        db.session.commit()
+        yield
     except IntegrityError:
         db.session.rollback()
         raise Conflict() from None
@@ -198,12 +208,20 @@ def complete_registration(user, profile, client=None):
     if proven:
         # Checked before anything changes: a wrong code commits its failure record, nothing else.
         consume_code(destination, profile["emailCode"], client, now=now)
+    with duplicate_is_conflict():
+        update_profile(user, profile, destination, proven, changing_username, now)
+        db.session.commit()
+    return user
+
+
+def update_profile(user, profile, destination, proven, changing_username, now):
+    """Write the profile of ``complete-registration`` to ``user`` (not committed)."""
     if destination is not None:
         # Before this user's row changes: the claim may lock the address and write another account.
         claim_email(user, destination.address, proven)
     if changing_username:
         user.last_username_change_date = now
-    user.username = username
+    user.username = profile["username"]
     user.name, user.surname = profile["name"], profile["surname"]
     user.birth_date, user.gender, user.interests = (
         profile["birthDate"],
@@ -216,5 +234,3 @@ def complete_registration(user, profile, client=None):
     user.consent_form_accepted = profile["consentFormAccepted"]
     user.consent_form_version = profile["consentFormVersion"]
     user.is_registration_complete = True
-    commit_or_conflict()
-    return user
