@@ -40,7 +40,8 @@ PROFILE = {
     "termsOfUseVersion": "1.1.0",
 }
 needs_postgresql = pytest.mark.skipif(
-    not os.environ.get("TEST_DATABASE_URL"), reason="races are tested on PostgreSQL (TEST_DATABASE_URL)"
+    not os.environ.get("TEST_DATABASE_URL"),
+    reason="races and concurrent writers are tested on PostgreSQL (TEST_DATABASE_URL)",
 )
 needs_redis = pytest.mark.skipif(
     not os.environ.get("TEST_REDIS_URL"), reason="the profile cache needs TEST_REDIS_URL"
