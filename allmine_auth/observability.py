@@ -53,7 +53,11 @@ class PersonalDataFilter(logging.Filter):
     """
 
     def filter(self, record):
-        record.msg, record.args = mask_text(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001  (a log call with bad arguments must not fail the request or leak)
+            message = f"{record.msg!s} (arguments: {record.args!r})"
+        record.msg, record.args = mask_text(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

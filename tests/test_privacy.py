@@ -218,3 +218,10 @@ def test_the_default_retention_is_a_year(runner):
 def test_a_retention_shorter_than_the_limits_look_back_is_refused_at_start(days):
     with pytest.raises(ConfigError, match="AUDIT_RETENTION_DAYS must be at least 1"):
         create_app(make_config(AUDIT_RETENTION_DAYS=days))
+
+
+def test_a_log_call_with_bad_arguments_neither_fails_nor_leaks(app, caplog):
+    caplog.set_level(logging.INFO, "allmine_auth")
+    logging.getLogger("allmine_auth.anywhere").info("%d codes for", E164)
+    (record,) = caplog.records
+    assert record.getMessage() == f"%d codes for (arguments: ('{MASKED_PHONE}',))"
