@@ -62,7 +62,7 @@ def test_any_number_or_address_in_a_text_is_masked_and_masking_twice_changes_not
 
 
 def formatted(caplog):
-    """Every captured record as the service's handler formats it, with its traceback."""
+    """Every captured record formatted: logger name, message and any traceback."""
     formatter = logging.Formatter("%(name)s %(message)s")
     return "\n".join(formatter.format(record) for record in caplog.records)
 
