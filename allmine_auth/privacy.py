@@ -8,7 +8,8 @@ destinations apart and to find the full value in the audit trail:
 
 ``mask_text`` is the net under every log line (``observability.PersonalDataFilter``):
 it finds E.164 numbers and email addresses in any text, so a call site that
-forgets to mask can't leak one.
+forgets to mask can't leak one; it also hides JWTs (a token in a URL or an
+error text is a credential).
 """
 
 import re
@@ -21,6 +22,9 @@ import phonenumbers
 EMAIL_IN_TEXT = re.compile(r"([\"'`{(<\[]*)([\w.!#$%&'*+?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)")
 # An E.164 number (a ``+`` or its URL encoding, then 7 to 15 digits) not inside a longer word or number.
 PHONE_IN_TEXT = re.compile(r"(?<![\w+%])(?:\+|%2[Bb])([1-9]\d{6,14})(?!\d)")
+# A JWT (access or refresh token): three base64url parts, the first a JSON object (``eyJ`` is ``{"``).
+TOKEN_IN_TEXT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
+TOKEN_MASK = "[token]"
 SHOWN_DIGITS_HEAD = 3
 SHOWN_DIGITS_TAIL = 2
 
@@ -66,6 +70,10 @@ def mask_address(address):
 
 
 def mask_text(text):
-    """``text`` with every email address and E.164 number in it masked (emails first: ``a+90...@x``)."""
+    """``text`` with every token, email address and E.164 number in it masked.
+
+    Addresses before numbers: ``a+905...@x`` is an address.
+    """
+    text = TOKEN_IN_TEXT.sub(TOKEN_MASK, text)
     text = EMAIL_IN_TEXT.sub(lambda match: match.group(1) + mask_email(match.group(2)), text)
     return PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group(1)), text)

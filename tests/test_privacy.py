@@ -50,13 +50,13 @@ def test_any_number_or_address_in_a_text_is_masked_and_masking_twice_changes_not
     text = (
         "to +905372505890 and %2B905372505890, {'ayse.yilmaz@example.com': (550, b'no')}, "
         "a+905372505890@example.com at 2026-11-29T00:56:00+00:00, job 17377215342605050417, "
-        "destination=ayse.yilmaz@example.com"
+        "destination=ayse.yilmaz@example.com, GET /x?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln&a=1"
     )
     masked = mask_text(text)
     assert masked == (
         "to +90537*****90 and +90537*****90, {'a***@example.com': (550, b'no')}, "
         "a***@example.com at 2026-11-29T00:56:00+00:00, job 17377215342605050417, "
-        "destination=a***@example.com"
+        "destination=a***@example.com, GET /x?token=[token]&a=1"
     )
     assert mask_text(masked) == masked
 
