@@ -11,6 +11,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 DEFAULT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
+MIN_AUDIT_RETENTION_DAYS = 1
 
 
 class ConfigError(RuntimeError):
@@ -213,9 +214,19 @@ class Config:
     SMS_PREFIX_HOURLY_BUDGET = env_int("SMS_PREFIX_HOURLY_BUDGET", 500)
     SMS_PREFIX_BREAKER_SECONDS = env_int("SMS_PREFIX_BREAKER_SECONDS", 3600)
 
+    # Personal data: days the audit trail (full phone numbers and email addresses) is kept; ``flask purge``
+    # deletes older events. A year (README, "Personal data").
+    AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365)
+
     @classmethod
     def check(cls):
-        """Raise ``ConfigError`` when settings can't work together; the base accepts them."""
+        """Raise ``ConfigError`` when settings can't work together (in every environment)."""
+        if cls.AUDIT_RETENTION_DAYS < MIN_AUDIT_RETENTION_DAYS:
+            # The per-destination send and failure limits count the last 24 hours of events.
+            raise ConfigError(
+                f"AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS}: "
+                "the send and failure limits count the last day's events"
+            )
 
 
 DEMO_PHONE = "+905372505890"
@@ -260,7 +271,8 @@ class ProductionConfig(Config):
 
     @classmethod
     def check(cls):
-        """Refuse a default or short secret, code echo, and console delivery."""
+        """Refuse what the base refuses, a default or short secret, code echo, and console delivery."""
+        super().check()
         for name in ("SECRET_KEY", "JWT_SECRET_KEY", "OTP_SECRET_KEY"):
             value = getattr(cls, name)
             if name == "JWT_SECRET_KEY" and cls.JWT_ALGORITHM != "HS256":

@@ -4,6 +4,9 @@ Events carry the destination, user, session, IP and user agent — never a
 code. The per-destination send limits count these rows, so the trail is also
 the memory of those rules; failed checks are counted exactly on
 ``DestinationLock`` instead (parallel transactions don't see each other's rows).
+It is the one place a full phone number or email address is kept beside the
+users table: log lines show them masked, and ``flask purge`` deletes events
+older than ``AUDIT_RETENTION_DAYS``.
 """
 
 import enum
@@ -14,6 +17,7 @@ import sqlalchemy as sa
 from allmine_auth import metrics
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, utcnow
+from allmine_auth.privacy import mask_destination
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +72,7 @@ def record(kind, client=None, *, destination=None, user_id=None, session_id=None
 def announce(kind, destination=None, user_id=None):
     """Count and log an event whose row was written (by ``record`` or in another statement)."""
     metrics.count_event(kind)
-    log.info(
-        "auth event %s destination=%s user=%s", kind, destination.address if destination else "-", user_id
-    )
+    log.info("auth event %s destination=%s user=%s", kind, mask_destination(destination), user_id)
 
 
 def select_events(columns, kind, since, destination=None, channel=None):

@@ -95,7 +95,7 @@ def seed_command(users, start):
 
 @click.command("purge")
 def purge_command():
-    """Delete expired one-time codes and sessions that are over (revoked or past their end)."""
+    """Delete expired one-time codes, sessions that are over, and audit events past their retention."""
     now = utcnow()
     codes = db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.expires_at <= now)).rowcount
     sessions = db.session.execute(
@@ -114,6 +114,22 @@ def purge_command():
         f"Purged {codes} expired codes, {sessions} ended sessions and {activities} expired Live Activities; "
         f"erased {erased} accounts whose deletion was due."
     )
+    purge_audit_events(now)
+
+
+def purge_audit_events(now):
+    """Delete the audit events older than ``AUDIT_RETENTION_DAYS`` and say how many.
+
+    They hold full phone numbers and email addresses (KVKK, GDPR: kept no
+    longer than needed). The setting is at least a day: the send and failure
+    limits count the last 24 hours of events.
+    """
+    days = current_app.config["AUDIT_RETENTION_DAYS"]
+    events = db.session.execute(
+        sa.delete(AuthEvent).where(AuthEvent.created_at < now - timedelta(days=days))
+    ).rowcount
+    db.session.commit()
+    click.echo(f"Purged {events} audit events older than {days} days.")
 
 
 @click.command("revoke")

@@ -7,6 +7,8 @@ import uuid
 
 from flask import g, has_request_context, request
 
+from allmine_auth.privacy import mask_text
+
 REQUEST_ID_HEADER = "X-Request-ID"
 # Ours, and flask-limiter's (it says when its Redis storage fails and it falls back to memory).
 SERVICE_LOGGERS = ("allmine_auth", "flask-limiter")
@@ -40,6 +42,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class PersonalDataFilter(logging.Filter):
+    """Masks every phone number and email address left in a record (KVKK, GDPR): the net under all call sites.
+
+    Call sites mask what they log (``privacy.mask_destination``); this catches
+    what they forget and what arrives inside an exception's text (an SMTP
+    refusal names its recipient). The record is rewritten in place, message
+    and traceback, so every handler after this one (plain, JSON, a test's
+    capture) sees only the masked text.
+    """
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001  (a log call with bad arguments must not fail the request or leak)
+            message = f"{record.msg!s} (arguments: {record.args!r})"
+        record.msg, record.args = mask_text(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
@@ -52,7 +79,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            # The text PersonalDataFilter masked, when it ran.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -61,9 +89,13 @@ class ServiceLogHandler(logging.StreamHandler):
 
 
 def configure_logging(app):
-    """Log to stderr, plain or JSON lines (``LOG_JSON``), with the request id on each line."""
+    """Log to stderr, plain or JSON lines (``LOG_JSON``), with the request id on each line.
+
+    No line shows a full phone number or email address (``PersonalDataFilter``).
+    """
     handler = ServiceLogHandler()
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(PersonalDataFilter())
     if app.config["LOG_JSON"]:
         handler.setFormatter(JsonFormatter())
     else:

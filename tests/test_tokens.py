@@ -495,7 +495,7 @@ def test_purge_deletes_expired_codes_and_ended_sessions(client, auth, runner, un
     assert result.exit_code == 0, result.output
     assert result.output == (
         "Purged 1 expired codes, 2 ended sessions and 0 expired Live Activities; "
-        "erased 0 accounts whose deletion was due.\n"
+        "erased 0 accounts whose deletion was due.\nPurged 0 audit events older than 365 days.\n"
     )
     assert [str(row.id) for row in session_states()] == [sid(active)]
     assert db.session.scalars(sa.select(OneTimeCode.destination)).all() == ["+90" + live_phone["phoneNumber"]]

@@ -1,6 +1,8 @@
 """Login and profile rules, on plain values: no request object reaches this module."""
 
+import hashlib
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -52,15 +54,30 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
 
     A new account keeps the ``signupSource``/``signupCampaign`` of its first
     login only. The code's use, the account and the session commit together.
+    An email login is a proof of the address: it finds the account that
+    proved it before, else makes a new one that takes the address
+    (``claim_email``, which removes an unproven copy from another account).
     """
     now = utcnow()
     consume_code(destination, code, client, now=now)
-    user = user_for_destination(destination)
-    if user is not None and destination.channel == EMAIL and not user.email_verified:
-        # An address typed into a profile but never proven gives way to the person who proves it.
-        user.email = None
-        db.session.flush()
-        user = None
+    with duplicate_is_conflict():
+        user = find_or_create_account(destination, now, signup_source, signup_campaign)
+        # The session INSERT flushes the new or changed user first (autoflush).
+        session, tokens = open_session(user, client, now)
+        audit.record(
+            Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
+        )
+        db.session.commit()
+    return user, tokens
+
+
+def find_or_create_account(destination, now, signup_source, signup_campaign):
+    """The account ``destination`` logs in to, made (and added to the session) on a first login."""
+    if destination.channel == EMAIL:
+        lock_email(destination.address)
+        user = proven_email_owner(destination.address)
+    else:
+        user = user_for_destination(destination)
     if user is None:
         # The id is drawn here, so nothing needs flushing before the session row names it.
         user = User(
@@ -75,17 +92,89 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
             user.country_code = destination.country_code
             user.phone_number = destination.national_number
         else:
-            user.email, user.email_verified = destination.address, True
+            claim_email(user, destination.address, proven=True)
         db.session.add(user)
     else:
         user.last_login = now
-    # The session INSERT flushes the new or changed user first (autoflush).
-    session, tokens = open_session(user, client, now)
-    audit.record(
-        Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
+    return user
+
+
+@contextmanager
+def duplicate_is_conflict():
+    """A unique constraint another transaction won (an address, a phone, a username) is a 409, not a 500.
+
+    It may fire at any flush inside, not only at the commit. The rollback
+    undoes everything of this request, the use of its code too: the code
+    still works for a retry.
+    """
+    try:
+        yield
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict() from None
+
+
+def email_lock_key(address):
+    """The PostgreSQL advisory lock key of ``address``: 64 bits of a SHA-256, the same in every process."""
+    digest = hashlib.sha256(f"allmine-auth:email:{address}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+LOCK_EMAIL = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger)))
+
+
+def lock_email(address):
+    """Make every claim on ``address`` wait for the others until their transactions end (PostgreSQL).
+
+    A claim reads who holds the address and then writes; two claims reading
+    at once would both act on what they saw and race to the unique
+    constraint. Nobody may hold the address yet, so there is no row to lock:
+    an advisory lock on the address, held to commit or rollback, orders
+    them. Taken before the claim writes any ``users`` row, so two claims
+    can't wait on each other's rows. SQLite runs one writer at a time; a
+    collision left there is a unique violation, answered 409.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(LOCK_EMAIL, {"key": email_lock_key(address)})
+
+
+def proven_email_owner(address):
+    """The account that proved ``address``, or ``None`` (an unproven holder is no owner)."""
+    return db.session.scalar(sa.select(User).where(User.email == address, User.email_verified))
+
+
+def claim_email(user, address, proven):
+    """Give the email ``address`` to ``user`` by the one rule of ownership, or raise ``Conflict``.
+
+    A proof (a code sent to the address and used by this request) wins over
+    an unproven claim: an account holding the address unverified loses it
+    (its ``email`` becomes null; the ORM change marks its cached profile
+    stale), and ``user`` gets it verified. A proof against an account that
+    proved the address before, and a claim without proof against any other
+    holder, are 409. Claiming an address ``user`` already holds only adds
+    the proof. Both routes call this: an email login (for a new account) and
+    ``complete-registration`` with ``email`` (and ``emailCode``).
+    """
+    lock_email(address)
+    if sa.inspect(user).persistent:
+        # Read again under the lock: a proof may have taken the address from ``user`` since it was loaded.
+        db.session.refresh(user, ["email", "email_verified"])
+    if user.email == address:
+        user.email_verified = user.email_verified or proven
+        return
+    holder = db.session.scalar(
+        sa.select(User)
+        .where(User.email == address, User.id != user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    db.session.commit()
-    return user, tokens
+    if holder is not None:
+        if holder.email_verified or not proven:
+            raise Conflict()
+        holder.email, holder.email_verified = None, False
+        # Written now: the address must be free before ``user``'s row takes it (the unique constraint).
+        db.session.flush()
+    user.email, user.email_verified = address, proven
 
 
 USERNAME_CHANGE_INTERVAL = timedelta(days=30)
@@ -96,19 +185,14 @@ def username_owner(username):
     return db.session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower()))
 
 
-def email_owner(address):
-    """The id of the account holding the email ``address``, or ``None``."""
-    return db.session.scalar(sa.select(User.id).where(User.email == address))
-
-
 def complete_registration(user, profile, client=None):
     """Fill in the profile and the acceptances, and mark the registration complete.
 
     Called again on a complete account it updates the profile. A username
-    taken by another account (case-insensitive), an email held by another
-    account, and a second username change within 30 days are each a 409.
-    An email comes with ``emailCode`` (a code sent by send-otp-email) to be
-    verified, and a verified email logs in to this same account.
+    taken by another account (case-insensitive), and a second username
+    change within 30 days are each a 409. An email comes with ``emailCode``
+    (a code sent by send-otp-email) to be verified, and a verified email
+    logs in to this same account; who may have an address is ``claim_email``'s rule.
     """
     now = utcnow()
     username = profile["username"]
@@ -120,19 +204,24 @@ def complete_registration(user, profile, client=None):
     if changing_username and last_change is not None and last_change + USERNAME_CHANGE_INTERVAL > now:
         raise Conflict("username: Can be changed once in 30 days.")
     destination = profile.get("email_destination")
-    new_email = destination is not None and destination.address != user.email
-    if new_email and email_owner(destination.address) is not None:
-        raise Conflict()
-    if profile.get("emailCode"):
+    proven = bool(profile.get("emailCode"))
+    if proven:
         # Checked before anything changes: a wrong code commits its failure record, nothing else.
         consume_code(destination, profile["emailCode"], client, now=now)
+    with duplicate_is_conflict():
+        update_profile(user, profile, destination, proven, changing_username, now)
+        db.session.commit()
+    return user
+
+
+def update_profile(user, profile, destination, proven, changing_username, now):
+    """Write the profile of ``complete-registration`` to ``user`` (not committed)."""
+    if destination is not None:
+        # Before this user's row changes: the claim may lock the address and write another account.
+        claim_email(user, destination.address, proven)
     if changing_username:
         user.last_username_change_date = now
-    user.username = username
-    if new_email:
-        user.email, user.email_verified = destination.address, False
-    if profile.get("emailCode"):
-        user.email_verified = True
+    user.username = profile["username"]
     user.name, user.surname = profile["name"], profile["surname"]
     user.birth_date, user.gender, user.interests = (
         profile["birthDate"],
@@ -145,9 +234,3 @@ def complete_registration(user, profile, client=None):
     user.consent_form_accepted = profile["consentFormAccepted"]
     user.consent_form_version = profile["consentFormVersion"]
     user.is_registration_complete = True
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict() from None
-    return user
