@@ -71,6 +71,13 @@ class RateLimited(ServiceError):
     message = "Too many requests"
 
 
+class ServiceUnavailable(ServiceError):
+    """503: a dependency the service needs (the database, Redis for readiness) is not answering."""
+
+    status = 503
+    message = "Service unavailable"
+
+
 class DeliveryFailed(ServiceError):
     """500: the SMS or email could not be handed to the provider."""
 
