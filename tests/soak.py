@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -383,6 +384,19 @@ def report(answers, timeline, violations, counts, started):
             print(f"    ... {len(evidence) - 10} more")
 
 
+def report_server_errors(log_dir):
+    """The servers' unexpected errors (the cause of a 500), the first traceback of each instance in full."""
+    for stderr in sorted(log_dir.glob("instance-*/gunicorn.stderr.log")):
+        lines = stderr.read_text(errors="replace").splitlines()
+        unhandled = [number for number, line in enumerate(lines) if " unhandled " in line]
+        outages = sum("database unreachable" in line for line in lines)
+        print(f"{stderr.parent.name}: {len(unhandled)} unhandled errors, {outages} database outages logged")
+        if unhandled:
+            first = unhandled[0]
+            end = next((n for n in range(first + 1, len(lines)) if lines[n][:4].isdigit()), len(lines))
+            print("\n".join(f"    {line}" for line in lines[first:end][:60]))
+
+
 def main(argv=None):
     """Run the soak; exit 1 on any violation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -391,6 +405,7 @@ def main(argv=None):
     parser.add_argument("--redis-url", default=os.environ.get("SOAK_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--log-dir", help="keep the servers' logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print(f"soak: {args.seconds:.0f} s, {args.clients} clients, seed {seed}, database {args.database_url}")
@@ -407,13 +422,25 @@ def main(argv=None):
             "TEST_DATABASE_URL": proxies["postgresql"].route(args.database_url),
             "TEST_REDIS_URL": proxies["redis"].route(args.redis_url),
             "DATABASE_CONNECT_TIMEOUT": "2",
+            # The soak sends hundreds of codes a minute to +90: the SMS budgets would close the prefix
+            # within the first minute and leave nothing but 429s to check.
+            "SMS_GLOBAL_HOURLY_BUDGET": "1000000",
+            "SMS_PREFIX_HOURLY_BUDGET": "1000000",
             "LOG_JSON": "false",
         }
+        log_dir = Path(
+            args.log_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="allmine-soak-"))
+        )
         base_urls = [
             stack.enter_context(
-                gunicorn_server(env, workers=2, on_start=lambda process, logs: masters.append(process.pid))
+                gunicorn_server(
+                    env,
+                    workers=2,
+                    log_dir=log_dir / f"instance-{number}",
+                    on_start=lambda process, logs: masters.append(process.pid),
+                )
             )
-            for _ in range(2)
+            for number in range(2)
         ]
         started = time.monotonic()
         deadline = started + args.seconds
@@ -431,8 +458,9 @@ def main(argv=None):
             client.join(timeout=max(0.0, deadline - time.monotonic()) + REQUEST_TIMEOUT + 5)
         stop.set()
         chaos_thread.join(timeout=10)
-    violations, counts = check(recorder.answers, timeline, args.database_url, started)
-    report(recorder.answers, timeline, violations, counts, started)
+        violations, counts = check(recorder.answers, timeline, args.database_url, started)
+        report(recorder.answers, timeline, violations, counts, started)
+        report_server_errors(log_dir)
     return 1 if violations else 0
 
 
