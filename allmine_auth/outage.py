@@ -46,7 +46,10 @@ class DatabaseOutage:
         self.down = False
 
     def failed(self, error):
-        """A request failed on the database: log it if it starts an outage."""
+        """A request failed on the database: log it if it starts an outage (anything else, every time)."""
+        if not is_unreachable(error):
+            log.error("database error, answering 503: %s", error.orig if hasattr(error, "orig") else error)
+            return
         with self.lock:
             starts, self.down = not self.down, True
         if starts:
@@ -66,6 +69,20 @@ class DatabaseOutage:
             ends, self.down = self.down, False
         if ends:
             log.warning("database reachable again")
+
+
+def is_unreachable(error):
+    """Whether ``error`` means the database can't be reached, rather than refused one statement.
+
+    A deadlock or a cancelled statement (SQLSTATE 40xxx, 57014) is an OperationalError too, but the
+    connection is fine: it must neither start an outage nor hide the next one's first line.
+    """
+    if getattr(error, "connection_invalidated", False):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    # No SQLSTATE: the driver's own failure (refused, reset, timed out); 08: connection exception;
+    # 57P: the server is shutting down or can't accept connections.
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
 
 
 def postgresql_connect_args(config):

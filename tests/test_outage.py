@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from tests import faults
-from tests.conftest import PHONE, assert_envelope, assert_error, bearer
+from tests.conftest import PHONE, AuthActions, assert_envelope, assert_error, bearer
 from tests.servers import gunicorn_server
 from tests.test_registration import PROFILE
 
@@ -199,3 +199,36 @@ def test_a_database_that_cannot_be_opened_is_a_503_on_sqlite_too(make_app, tmp_p
         assert_unavailable(client.post("/api/v1/auth/send-otp", json=PHONE))
     errors, _ = outage_lines(service_log)
     assert len(errors) == 1, errors
+
+
+def test_a_statement_refused_on_a_live_connection_is_a_503_but_no_outage(
+    pg_proxy, make_app, direct_engine, service_log
+):
+    # lock_timeout: a logout waiting on a row another transaction holds fails (55P03) on a fine connection.
+    url = pg_proxy.route(os.environ["TEST_DATABASE_URL"])
+    options = {"connect_args": {"options": "-c lock_timeout=300"}, "pool_pre_ping": False}
+    app = make_app(
+        fresh=True, SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=options, **OUTAGE_SETTINGS
+    )
+    client = app.test_client()
+    with app.app_context():
+        login = AuthActions(client).login()
+    service_log.clear()
+    with direct_engine.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM sessions FOR UPDATE"))
+        for _ in range(2):
+            assert_unavailable(
+                client.post("/api/v1/auth/logout?scope=local", headers=bearer(login["accessToken"]))
+            )
+        holder.rollback()
+    errors, _ = outage_lines(service_log)
+    assert len(errors) == 2 and all(line.startswith("database error, answering 503") for line in errors), (
+        errors
+    )
+    # It did not open an outage: the next real one is logged.
+    pg_proxy.cut()
+    assert_unavailable(client.get("/api/v1/auth/me", headers=bearer(login["accessToken"])))
+    errors, _ = outage_lines(service_log)
+    assert len(errors) == 3 and errors[2].startswith("database unreachable"), errors
+    pg_proxy.restore()
+    assert_envelope(client.post("/api/v1/auth/logout?scope=local", headers=bearer(login["accessToken"])), 200)
