@@ -75,6 +75,10 @@ class Timeline:
     cuts: list = field(default_factory=list)  # (target, start, end)
     kills: list = field(default_factory=list)  # (time, instance, pid)
 
+    def was_cut(self, target, moment):
+        """Whether ``target`` was cut at ``moment``."""
+        return any(name == target and start <= moment <= end for name, start, end in self.cuts)
+
     def postgresql_was_cut(self, started, ended):
         """Whether [started, ended] overlaps a PostgreSQL cut (extended by ``GRACE``)."""
         return any(
@@ -324,6 +328,8 @@ def check(answers, timeline, database_url, started):
             and answer.status == 200
         ):
             violations["a token accepted after its logout answered 200"].append(answer)
+            if timeline.was_cut("redis", ended):
+                violations["(of those: the logout answered while Redis was cut)"].append(answer)
 
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
