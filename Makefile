@@ -1,14 +1,16 @@
 # make run: set up (virtualenv, install, migrations, demo data) and serve the API with Swagger UI.
 # make test: set up with the test extras, lint, and run the whole suite.
+# make soak: 10 minutes of logins under PostgreSQL/Redis cuts and killed workers, checked (tests/soak.py).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+SOAK_SECONDS ?= 600
 HOST ?= 127.0.0.1
 export PORT
 
-.PHONY: run test lint format bench migrate seed clean system-packages
+.PHONY: run test lint format bench soak migrate seed clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +50,10 @@ system-packages:
 
 test: lint system-packages
 	$(BIN)/pytest
+
+# Needs PostgreSQL and Redis (SOAK_DATABASE_URL, SOAK_REDIS_URL: a database and a Redis db of its own).
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py

@@ -119,6 +119,12 @@ class Config:
         "pool_pre_ping": False,
         "pool_recycle": env_int("DATABASE_POOL_RECYCLE", 1800),
     }
+    # PostgreSQL unreachable (allmine_auth/outage.py): seconds a connect may take, seconds a silent
+    # network may hold a query (tcp_user_timeout and keepalives; 0: the kernel's defaults), and the
+    # Retry-After of the 503 meanwhile.
+    DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 3)
+    DATABASE_NETWORK_TIMEOUT = env_int("DATABASE_NETWORK_TIMEOUT", 10)
+    DATABASE_RETRY_AFTER = env_int("DATABASE_RETRY_AFTER", 5)
     REDIS_URL = env_str("REDIS_URL")
 
     # OpenAPI and Swagger UI

@@ -19,7 +19,8 @@ from flask_limiter.errors import RateLimitExceeded
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 
-from allmine_auth.errors import CONFLICT_MESSAGE, ServiceError
+from allmine_auth import outage
+from allmine_auth.errors import CONFLICT_MESSAGE, ServiceError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,25 @@ def service_error_response(error):
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(error.retry_after)))
-    if error.status >= 500:
+    # A 503's cause is logged where it is found, once per outage (outage.DatabaseOutage), not per request.
+    if error.status >= 500 and not isinstance(error, ServiceUnavailable):
         log.error("%s: %s", type(error).__name__, error.__cause__ or error.message)
     return error_response(error.status, error.errors, headers)
+
+
+def database_error_response(error):
+    """The database can't be reached: roll the request's transaction back and answer 503 with Retry-After."""
+    from allmine_auth.extensions import db
+
+    outage.outage_of(current_app).failed(error)
+    # Nothing of the request may be committed later; on a dead connection the rollback itself can fail,
+    # and the connection is already invalidated then.
+    try:
+        db.session.rollback()
+    except outage.DATABASE_ERRORS:
+        log.debug("rollback after a database failure failed too", exc_info=True)
+    unavailable = ServiceUnavailable(retry_after=current_app.config["DATABASE_RETRY_AFTER"])
+    return service_error_response(unavailable)
 
 
 def unexpected_error_response(error):
@@ -152,6 +169,10 @@ def unexpected_error_response(error):
 def register_errorhandlers(app):
     """Route every error class through the envelope."""
     app.register_error_handler(ServiceError, service_error_response)
+    # Errors of the database connection, not of the SQL (those are bugs: 500).
+    for database_error in outage.DATABASE_ERRORS:
+        app.register_error_handler(database_error, database_error_response)
+    outage.init_app(app)
     app.register_error_handler(RateLimitExceeded, rate_limit_response)
     app.register_error_handler(Exception, unexpected_error_response)
 

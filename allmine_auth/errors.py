@@ -72,7 +72,7 @@ class RateLimited(ServiceError):
 
 
 class ServiceUnavailable(ServiceError):
-    """503: a dependency the service needs is not answering; the request can be tried again."""
+    """503: a dependency the service needs (the database, Redis) is not answering; try again shortly."""
 
     status = 503
     message = "Service unavailable"

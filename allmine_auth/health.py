@@ -1,7 +1,10 @@
 """Liveness and readiness probes for the orchestrator and the load balancer."""
 
+import logging
+
 import redis
 import sqlalchemy as sa
+from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
@@ -9,7 +12,9 @@ from allmine_auth.cache import get_redis
 from allmine_auth.envelope import Blueprint
 from allmine_auth.errors import ServiceUnavailable
 from allmine_auth.extensions import db
+from allmine_auth.outage import DATABASE_ERRORS, outage_of
 
+log = logging.getLogger(__name__)
 blp = Blueprint("Health", __name__, description="Liveness and readiness probes.")
 
 
@@ -44,14 +49,19 @@ class Readiness(MethodView):
         try:
             db.session.execute(sa.text("SELECT 1"))
             checks["database"] = "ok"
-        except sa.exc.SQLAlchemyError:
+        except DATABASE_ERRORS as exc:
+            # Logged once per outage with the API's failures, not once per probe.
+            outage_of(current_app).failed(exc)
             db.session.rollback()
-            raise ServiceUnavailable("database: not answering") from None
+            raise ServiceUnavailable(
+                "database: not answering", retry_after=current_app.config["DATABASE_RETRY_AFTER"]
+            ) from None
         client = get_redis()
         if client is not None:
             try:
                 client.ping()
                 checks["redis"] = "ok"
-            except redis.RedisError:
+            except redis.RedisError as exc:
+                log.error("readiness: Redis not answering: %s", exc)
                 raise ServiceUnavailable("redis: not answering") from None
         return {"status": "ok", "checks": checks}

@@ -111,7 +111,6 @@ class FaultProxy:
         self.blackholed = False
         self.listener = None
         self.acceptor = None
-        self.connections = 0
         self.listen()
 
     @property
@@ -148,7 +147,6 @@ class FaultProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            self.connections += 1
             upstream = None
             if not self.blackholed:
                 try:
