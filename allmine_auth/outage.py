@@ -122,6 +122,29 @@ def init_app(app):
         """The database answered a new connection."""
         outage.connected()
 
+    # Runs before flask-sqlalchemy's own teardown (they run in reverse order), which then finds nothing.
+    app.teardown_appcontext(close_session_quietly)
+
+
+def close_session_quietly(exc):
+    """``teardown_appcontext``: end the request's session; a connection that died meanwhile is no 500.
+
+    A request that answered before the database went away still rolls its
+    transaction back when it ends; on a dead connection that rollback raises
+    (after SQLAlchemy invalidated the connection), and raised from a teardown it
+    would reach gunicorn as an HTML 500 after the answer was already made.
+    """
+    from allmine_auth.extensions import db
+
+    try:
+        db.session.remove()
+    except DATABASE_ERRORS as error:
+        log.warning(
+            "a request's connection died as it ended: %s",
+            type(getattr(error, "orig", None) or error).__name__,
+        )
+        db.session.registry.clear()
+
 
 def outage_of(app):
     """The app's ``DatabaseOutage``."""
