@@ -7,6 +7,7 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
+from allmine_auth.auth.abuse import TRIP_EVENTS
 from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, OneTimeCode, Session, User, utcnow
@@ -102,13 +103,16 @@ def purge_command():
 @click.command("audit")
 @click.option("--user", "user_ref", help="A user id, phone number (E.164) or email address.")
 @click.option("--destination", help="A phone number (E.164) or email address codes were sent to.")
+@click.option("--trips", is_flag=True, help="The SMS fraud rules' trips (prefixes and networks).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def audit_command(user_ref, destination, limit):
-    """Show the recent authentication events of a user or a destination, newest first."""
-    if not user_ref and not destination:
-        raise click.UsageError("give --user or --destination")
+def audit_command(user_ref, destination, trips, limit):
+    """Show the recent authentication events of a user, a destination, or the SMS trips, newest first."""
+    if not user_ref and not destination and not trips:
+        raise click.UsageError("give --user, --destination or --trips")
     query = sa.select(AuthEvent).order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc()).limit(limit)
     conditions = []
+    if trips:
+        conditions.append(AuthEvent.kind.in_(TRIP_EVENTS))
     if destination:
         conditions.append(AuthEvent.destination == destination.strip().lower())
     if user_ref:

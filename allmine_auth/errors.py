@@ -71,6 +71,20 @@ class RateLimited(ServiceError):
     message = "Too many requests"
 
 
+class AttestationRequired(ServiceError):
+    """428: an SMS send under suspicion needs a client attestation (``X-Client-Attestation``) first."""
+
+    status = 428
+    message = "Attestation required"
+
+
+class ProviderUnavailable(ServiceError):
+    """503: a provider the request depends on (client attestation) could not be asked."""
+
+    status = 503
+    message = "Service unavailable"
+
+
 class DeliveryFailed(ServiceError):
     """500: the SMS or email could not be handed to the provider."""
 
