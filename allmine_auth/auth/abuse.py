@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 MINUTE, HOUR = 60, 3600
 WINDOW_MINUTES = 60
+# Codes live 180 s and most are typed in within a minute: sends younger than this are not judged yet.
+GRACE_MINUTES = 2
 BREAKER_CHANNEL = "sms-prefix"
-SUSPECT_PREFIX_CHANNEL = "sms-suspect-prefix"
-SUSPECT_NETWORK_CHANNEL = "sms-suspect-net"
+SUSPECT_PREFIX_CHANNEL = "sms-home"  # channel is VARCHAR(10)
+SUSPECT_NETWORK_CHANNEL = "sms-net"
 PREFIX_TRIPPED = "prefix_tripped"
 NETWORK_SUSPECTED = "network_suspected"
 TRIP_EVENTS = (PREFIX_TRIPPED, NETWORK_SUSPECTED)
@@ -140,16 +142,26 @@ def count_sms_verified(destination, client=None, now=None):
 class Traffic:
     """The last hour of SMS traffic to a prefix and from a network, and the prefix's normal."""
 
-    sent: int
+    sent_by_minute: list
     verified: int
     normal: float
     network_sent_by_minute: list
     network_verified: int
 
     @property
+    def sent(self):
+        """SMS codes sent to the prefix in the last hour."""
+        return sum(self.sent_by_minute)
+
+    @property
     def network_sent(self):
         """SMS codes sent from the network in the last hour."""
         return sum(self.network_sent_by_minute)
+
+
+def settled(by_minute):
+    """The sends of a window old enough to have been typed in: all but the last ``GRACE_MINUTES``."""
+    return sum(by_minute[:-GRACE_MINUTES])
 
 
 def read_traffic(prefix, network, now):
@@ -168,14 +180,19 @@ def read_traffic(prefix, network, now):
     )
     # The normal is verified codes per hour, not sends: pumped codes are never verified, so a
     # long-running attack can't raise its own threshold.
-    return Traffic(
-        sum(sent), sum(verified), sum(verified_hourly) / hours, network_sent, sum(network_verified)
-    )
+    return Traffic(sent, sum(verified), sum(verified_hourly) / hours, network_sent, sum(network_verified))
 
 
-def collapsed(sent, verified):
-    """Whether under ``SMS_TRIP_CONVERSION_PERCENT`` of ``sent`` codes were verified."""
-    return verified * 100 < current_app.config["SMS_TRIP_CONVERSION_PERCENT"] * sent
+def collapsed(by_minute, verified, threshold):
+    """Whether under ``SMS_TRIP_CONVERSION_PERCENT`` of the window's sends were verified.
+
+    A code is typed in some seconds after it was sent, so the sends of the last ``GRACE_MINUTES``
+    can't be judged yet: conversion is over the settled sends. But an attacker must not get a free
+    burst inside that grace, so of the unsettled sends only ``threshold - 1`` are excused: a burst
+    of ``threshold`` sends nobody verifies collapses at once, however fast it came.
+    """
+    judged = max(settled(by_minute), sum(by_minute) - threshold + 1)
+    return verified * 100 < current_app.config["SMS_TRIP_CONVERSION_PERCENT"] * judged
 
 
 def trip_threshold(normal):
@@ -186,13 +203,15 @@ def trip_threshold(normal):
 
 def prefix_trips(traffic):
     """Whether the prefix's hour is well above its normal and its codes are not being verified."""
-    return traffic.sent >= trip_threshold(traffic.normal) and collapsed(traffic.sent, traffic.verified)
+    threshold = trip_threshold(traffic.normal)
+    return traffic.sent >= threshold and collapsed(traffic.sent_by_minute, traffic.verified, threshold)
 
 
 def network_trips(traffic):
     """Whether the network sent enough SMS in the hour to judge, and its codes are not being verified."""
-    enough = traffic.network_sent >= current_app.config["SMS_NETWORK_MIN_SENDS"]
-    return enough and collapsed(traffic.network_sent, traffic.network_verified)
+    threshold = current_app.config["SMS_NETWORK_MIN_SENDS"]
+    by_minute = traffic.network_sent_by_minute
+    return traffic.network_sent >= threshold and collapsed(by_minute, traffic.network_verified, threshold)
 
 
 def live_marker(channel, key, now):
@@ -312,16 +331,24 @@ def enforce_tightened_limit(by_minute, destination, client, now, reason):
     """Refuse with 429 when the network's SMS sends reach ``RATELIMIT_SEND_NETWORK`` / the divisor.
 
     Counted on the SMS counters, so what the network sent before the suspicion counts too. Windows
-    longer than the counters' hour are counted over the last hour.
+    longer than the counters' hour are counted over the last hour. Off with ``RATELIMIT_ENABLED``.
     """
-    divisor = current_app.config["SMS_SUSPECT_LIMIT_DIVISOR"]
-    for item in parse_many(current_app.config["RATELIMIT_SEND_NETWORK"]):
+    config = current_app.config
+    if not config["RATELIMIT_ENABLED"]:
+        return
+    divisor = config["SMS_SUSPECT_LIMIT_DIVISOR"]
+    for item in parse_many(config["RATELIMIT_SEND_NETWORK"]):
         minutes = min(WINDOW_MINUTES, max(1, math.ceil(item.get_expiry() / MINUTE)))
         recent = by_minute[-minutes:]
         allowed = max(1, item.amount // divisor)
         if sum(recent) >= allowed:
             error = RateLimited(retry_after=window_relief(recent, now))
-            refuse(error, destination, client, f"{reason}: tightened network limit {allowed}/{item}")
+            refuse(
+                error,
+                destination,
+                client,
+                f"{reason}: network limit tightened to {allowed} per {item.get_expiry()} s",
+            )
 
 
 def demand_attestation(token, destination, client, home, reason):
