@@ -204,6 +204,12 @@ def test_a_foreign_prefix_whose_codes_are_verified_stays_open(make_app):
             if n % 4 == 0:  # 25% conversion: above the 20% that counts as collapsed
                 assert_envelope(verify(client, gb(n), code, f"10.1.{n}.1"), 200)
         assert kinds("prefix_tripped") == []
+        # 11 more that nobody types in. All in this minute, so not settled: of those, threshold - 1 = 5
+        # are excused, 5 verified of the other 26 is under 20%.
+        for n in range(20, 31):
+            assert_envelope(send(client, gb(n), f"10.1.{n}.1"), 201)
+        assert_error(send(client, gb(31), "10.1.31.1"), 429, TOO_MANY)
+        assert len(kinds("prefix_tripped")) == 1
 
 
 def test_the_normal_of_a_prefix_is_its_verified_codes_an_hour(make_app, clock):
@@ -337,6 +343,12 @@ def test_a_network_whose_codes_are_verified_is_never_suspect(make_app):
             if n % 2:
                 assert_envelope(verify(client, tr(n), code, "10.11.0.1"), 200)
         assert kinds("network_suspected", "prefix_tripped", "send_refused") == []
+        # A network whose 4 codes nobody types in is asked for an attestation; the first is not.
+        for n in range(12, 16):
+            assert_envelope(send(client, tr(n), "10.12.0.1"), 201)
+        assert_error(send(client, tr(16), "10.12.0.1"), 428, ATTESTATION)
+        code = assert_envelope(send(client, tr(17), "10.11.0.1"), 201)["code"]
+        assert len(code) == 4
 
 
 # --- settings -----------------------------------------------------------------------------------
