@@ -166,10 +166,12 @@ def test_the_allowlist_is_configurable_and_test_destinations_pass_it(make_app):
 
 
 def test_the_global_hourly_sms_budget(make_app, caplog, monkeypatch):
-    caplog.set_level(logging.WARNING, "allmine_auth")
     clock = Clock(monkeypatch)
     app = make_app(fresh=True, SMS_GLOBAL_HOURLY_BUDGET=2)
     client = app.test_client()
+    # The app made its loggers non-propagating during this test, after caplog hooked the existing ones.
+    monkeypatch.setattr(logging.getLogger("allmine_auth"), "propagate", True)
+    caplog.set_level(logging.WARNING, "allmine_auth")
     with app.app_context():
         for n in range(2):
             assert_envelope(client.post(SEND, json=phone(n)), 201)
@@ -188,10 +190,12 @@ def test_the_global_hourly_sms_budget(make_app, caplog, monkeypatch):
 def test_a_foreign_prefix_without_conversion_trips_its_circuit_breaker(make_app, caplog, monkeypatch):
     # The old +90 budget breaker is gone: a home prefix is never shut (tests/test_fraud.py). A foreign
     # prefix whose codes are not verified trips at SMS_TRIP_FACTOR x SMS_BASELINE_FLOOR sends an hour.
-    caplog.set_level(logging.WARNING, "allmine_auth")
     clock = Clock(monkeypatch)
     app = make_app(fresh=True, SMS_BASELINE_FLOOR=1, SMS_TRIP_FACTOR=2, SMS_ALLOWED_COUNTRIES=["TR", "DE"])
     client = app.test_client()
+    # The app made its loggers non-propagating during this test, after caplog hooked the existing ones.
+    monkeypatch.setattr(logging.getLogger("allmine_auth"), "propagate", True)
+    caplog.set_level(logging.WARNING, "allmine_auth")
     with app.app_context():
         for n in range(2):
             assert_envelope(client.post(SEND, json=de_phone(n)), 201)

@@ -2,10 +2,12 @@
 
 import logging
 import os
+import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.serving import make_server
 
 from allmine_auth import create_app
 from allmine_auth.auth import abuse, counters
@@ -17,6 +19,7 @@ from config import ConfigError, ProductionConfig
 from tests.clock import Clock
 from tests.conftest import assert_envelope, assert_error, make_config
 from tests.fakes import FakeGateway, free_port
+from tests.test_live import at_once, call
 from tests.test_metrics import value
 
 SEND = "/api/v1/auth/send-otp"
@@ -144,9 +147,11 @@ def test_the_counters_are_a_sliding_window_of_buckets(app):
     assert before == [0, 2]
 
 
-def test_counters_go_on_in_the_process_when_redis_goes_away(make_app, private_redis, caplog):
-    caplog.set_level(logging.WARNING, "allmine_auth")
+def test_counters_go_on_in_the_process_when_redis_goes_away(make_app, private_redis, caplog, monkeypatch):
     app = make_app(fresh=True, REDIS_URL=private_redis.url)
+    # The app made its loggers non-propagating during this test, after caplog hooked the existing ones.
+    monkeypatch.setattr(logging.getLogger("allmine_auth"), "propagate", True)
+    caplog.set_level(logging.WARNING, "allmine_auth")
     with app.app_context():
         now = utcnow()
         counters.add([("t:sent", 60, 120)], now)
@@ -171,10 +176,12 @@ def foreign_app(make_app, **settings):
     return make_app(fresh=True, **settings)
 
 
-def test_a_foreign_prefix_trips_on_volume_without_conversion_and_is_audited(make_app, caplog):
-    caplog.set_level(logging.WARNING, "allmine_auth")
+def test_a_foreign_prefix_trips_on_volume_without_conversion_and_is_audited(make_app, caplog, monkeypatch):
     app = foreign_app(make_app)
     client = app.test_client()
+    # The app made its loggers non-propagating during this test, after caplog hooked the existing ones.
+    monkeypatch.setattr(logging.getLogger("allmine_auth"), "propagate", True)
+    caplog.set_level(logging.WARNING, "allmine_auth")
     with app.app_context():
         before = scrape(client)
         for n in range(6):
@@ -303,8 +310,7 @@ def test_under_suspicion_a_home_send_needs_an_attestation(make_app, siteverify):
         ]
 
 
-def test_an_unreachable_provider_lets_home_through_and_refuses_foreign(make_app, caplog):
-    caplog.set_level(logging.WARNING, "allmine_auth")
+def test_an_unreachable_provider_lets_home_through_and_refuses_foreign(make_app, caplog, monkeypatch):
     app = home_app(
         make_app,
         SMS_NETWORK_MIN_SENDS=4,
@@ -316,6 +322,9 @@ def test_an_unreachable_provider_lets_home_through_and_refuses_foreign(make_app,
         ATTESTATION_TIMEOUT=2,
     )
     client = app.test_client()
+    # The app made its loggers non-propagating during this test, after caplog hooked the existing ones.
+    monkeypatch.setattr(logging.getLogger("allmine_auth"), "propagate", True)
+    caplog.set_level(logging.WARNING, "allmine_auth")
     with app.app_context():
         for n in range(4):
             assert_envelope(send(client, gb(n), "10.9.0.1"), 201)
@@ -425,3 +434,36 @@ def test_replay_a_turkish_morning_at_ten_times_todays_volume_is_never_refused(ma
         assert refused == []
         assert kinds("prefix_tripped", "network_suspected", "send_refused") == []
         assert len(kinds("code_sent")) == len(kinds("login")) * 5 // 4 == 1000
+
+
+# --- races ---------------------------------------------------------------------------------------
+
+
+needs_postgresql = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL"), reason="races are run against PostgreSQL"
+)
+
+
+@needs_postgresql
+def test_parallel_sends_over_the_threshold_trip_the_breaker_once(make_app):
+    app = foreign_app(make_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}{SEND}"
+    try:
+        for n in range(6):
+            assert_envelope(call("POST", url, json=gb(n)), 201)
+        numbers = iter(range(100, 110))
+        answers = at_once(10, lambda: call("POST", url, json=gb(next(numbers))))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    for answer in answers:
+        assert_error(answer, 429, TOO_MANY)
+    with app.app_context():
+        assert len(kinds("prefix_tripped")) == 1
+        assert len(kinds("code_sent")) == 6
+        breaker = db.session.get(DestinationLock, ("sms-prefix", "+44"))
+        assert breaker.lock_count == 1

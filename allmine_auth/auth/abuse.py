@@ -234,14 +234,15 @@ def set_marker(channel, key, now, seconds):
         .where(*where, table.c.locked_until <= now)
         .values(locked_at=now, locked_until=until, lock_count=table.c.lock_count + 1)
     ).rowcount
-    if not renewed:
-        if db.session.scalar(sa.select(sa.func.count()).select_from(table).where(*where)):
-            db.session.rollback()
-            return None
-        db.session.execute(
-            sa.insert(table).values(channel=channel, destination=key, locked_at=now, locked_until=until)
-        )
     try:
+        if not renewed:
+            if db.session.scalar(sa.select(sa.func.count()).select_from(table).where(*where)):
+                db.session.rollback()
+                return None
+            # PostgreSQL refuses the second INSERT at once, SQLite at the commit.
+            db.session.execute(
+                sa.insert(table).values(channel=channel, destination=key, locked_at=now, locked_until=until)
+            )
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
