@@ -12,6 +12,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent
 DEFAULT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
 MIN_AUDIT_RETENTION_DAYS = 1
+ATTESTATION_PROVIDERS = ("none", "turnstile", "hcaptcha")
 
 
 class ConfigError(RuntimeError):
@@ -215,10 +216,31 @@ class Config:
     # address (CGNAT); codes have their own per-destination limits and lock-outs.
     RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "30/minute")
     RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "60/minute")
+    # Per client network (IPv4 /24, IPv6 /56), both send endpoints together: many addresses of one
+    # network count as one, and a carrier's NAT pool spreads over many networks.
+    RATELIMIT_SEND_NETWORK = env_str("RATELIMIT_SEND_NETWORK", "600/hour;60/minute")
     SMS_ALLOWED_COUNTRIES = env_list("SMS_ALLOWED_COUNTRIES", ["TR"])
-    SMS_GLOBAL_HOURLY_BUDGET = env_int("SMS_GLOBAL_HOURLY_BUDGET", 5000)
-    SMS_PREFIX_HOURLY_BUDGET = env_int("SMS_PREFIX_HOURLY_BUDGET", 500)
+    # Home countries are never shut off whole: suspicion tightens the per-network limits instead.
+    SMS_HOME_COUNTRIES = env_list("SMS_HOME_COUNTRIES", ["TR"])
+    # A cost ceiling over all numbers, far above a busy hour (40 x today's 500): not a fraud signal.
+    SMS_GLOBAL_HOURLY_BUDGET = env_int("SMS_GLOBAL_HOURLY_BUDGET", 20000)
     SMS_PREFIX_BREAKER_SECONDS = env_int("SMS_PREFIX_BREAKER_SECONDS", 3600)
+    # A prefix trips when its last hour's sends reach SMS_TRIP_FACTOR x its normal (codes verified per
+    # hour over SMS_BASELINE_HOURS, at least SMS_BASELINE_FLOOR) and under SMS_TRIP_CONVERSION_PERCENT
+    # of them were verified.
+    SMS_TRIP_FACTOR = env_int("SMS_TRIP_FACTOR", 3)
+    SMS_BASELINE_HOURS = env_int("SMS_BASELINE_HOURS", 168)
+    SMS_BASELINE_FLOOR = env_int("SMS_BASELINE_FLOOR", 20)
+    SMS_TRIP_CONVERSION_PERCENT = env_int("SMS_TRIP_CONVERSION_PERCENT", 20)
+    # A network is suspect after this many SMS sends in an hour with the same collapsed conversion.
+    SMS_NETWORK_MIN_SENDS = env_int("SMS_NETWORK_MIN_SENDS", 20)
+    SMS_SUSPICION_SECONDS = env_int("SMS_SUSPICION_SECONDS", 3600)
+    # Under suspicion each RATELIMIT_SEND_NETWORK amount is divided by this, for SMS.
+    SMS_SUSPECT_LIMIT_DIVISOR = env_int("SMS_SUSPECT_LIMIT_DIVISOR", 10)
+    ATTESTATION_PROVIDER = env_str("ATTESTATION_PROVIDER", "none")
+    ATTESTATION_SECRET = env_str("ATTESTATION_SECRET")
+    ATTESTATION_VERIFY_URL = env_str("ATTESTATION_VERIFY_URL")
+    ATTESTATION_TIMEOUT = float(env_str("ATTESTATION_TIMEOUT", "5"))
 
     # Personal data: days the audit trail (full phone numbers and email addresses) is kept; ``flask purge``
     # deletes older events. A year (README, "Personal data").
@@ -228,10 +250,19 @@ class Config:
     def check(cls):
         """Raise ``ConfigError`` when settings can't work together (in every environment)."""
         if cls.AUDIT_RETENTION_DAYS < MIN_AUDIT_RETENTION_DAYS:
-            # The per-destination send and failure limits count the last 24 hours of events.
+            # The per-destination send limits count the last 24 hours of events.
             raise ConfigError(
                 f"AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS}: "
-                "the send and failure limits count the last day's events"
+                "the send limits count the last day's events"
+            )
+        if cls.ATTESTATION_PROVIDER not in ATTESTATION_PROVIDERS:
+            raise ConfigError(
+                f"ATTESTATION_PROVIDER must be one of {', '.join(ATTESTATION_PROVIDERS)}, "
+                f"got {cls.ATTESTATION_PROVIDER!r}"
+            )
+        if cls.SMS_SUSPECT_LIMIT_DIVISOR < 1 or cls.SMS_TRIP_FACTOR < 1 or cls.SMS_BASELINE_HOURS < 1:
+            raise ConfigError(
+                "SMS_SUSPECT_LIMIT_DIVISOR, SMS_TRIP_FACTOR and SMS_BASELINE_HOURS must be >= 1"
             )
 
 
@@ -248,6 +279,7 @@ class DevelopmentConfig(Config):
         env_str("OTP_TEST_DESTINATIONS", f"{DEMO_PHONE}={DEMO_CODE}")
     )
     RATELIMIT_SEND = env_str("RATELIMIT_SEND", "200/hour;30/minute")
+    RATELIMIT_SEND_NETWORK = env_str("RATELIMIT_SEND_NETWORK", "6000/hour;600/minute")
     RATELIMIT_VERIFY = env_str("RATELIMIT_VERIFY", "300/minute")
     RATELIMIT_REFRESH = env_str("RATELIMIT_REFRESH", "600/minute")
     # "Try it out" on a developer's machine goes to the local server unless Production is picked.
@@ -277,8 +309,11 @@ class ProductionConfig(Config):
 
     @classmethod
     def check(cls):
-        """Refuse what the base refuses, a default or short secret, code echo, and console delivery."""
+        """Refuse what the base refuses, a default or short secret, code echo, console delivery, and
+        attestation without a secret."""
         super().check()
+        if cls.ATTESTATION_PROVIDER != "none" and not cls.ATTESTATION_SECRET:
+            raise ConfigError(f"ATTESTATION_PROVIDER={cls.ATTESTATION_PROVIDER} needs ATTESTATION_SECRET")
         for name in ("SECRET_KEY", "JWT_SECRET_KEY", "OTP_SECRET_KEY"):
             value = getattr(cls, name)
             if name == "JWT_SECRET_KEY" and cls.JWT_ALGORITHM != "HS256":

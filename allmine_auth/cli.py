@@ -9,6 +9,7 @@ from flask import current_app
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
+from allmine_auth.auth.abuse import TRIP_EVENTS
 from allmine_auth.auth.account import finalize_due_deletions
 from allmine_auth.auth.tokens import revoke_sessions
 from allmine_auth.bulk import MAX_USERS, seed_users
@@ -172,13 +173,16 @@ def live_activities_command(user_ref):
 @click.command("audit")
 @click.option("--user", "user_ref", help="A user id, phone number (E.164) or email address.")
 @click.option("--destination", help="A phone number (E.164) or email address codes were sent to.")
+@click.option("--trips", is_flag=True, help="The SMS fraud rules' trips (prefixes and networks).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def audit_command(user_ref, destination, limit):
-    """Show the recent authentication events of a user or a destination, newest first."""
-    if not user_ref and not destination:
-        raise click.UsageError("give --user or --destination")
+def audit_command(user_ref, destination, trips, limit):
+    """Show the recent authentication events of a user, a destination, or the SMS trips, newest first."""
+    if not user_ref and not destination and not trips:
+        raise click.UsageError("give --user, --destination or --trips")
     query = sa.select(AuthEvent).order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc()).limit(limit)
     conditions = []
+    if trips:
+        conditions.append(AuthEvent.kind.in_(TRIP_EVENTS))
     if destination:
         conditions.append(AuthEvent.destination == destination.strip().lower())
     if user_ref:

@@ -33,6 +33,7 @@ ERROR_TEXTS = {
     409: CONFLICT_MESSAGE,
     413: "Request body too large",
     415: "Request body must be JSON (Content-Type: application/json)",
+    428: "Attestation required",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",

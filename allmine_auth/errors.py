@@ -78,6 +78,13 @@ class ServiceUnavailable(ServiceError):
     message = "Service unavailable"
 
 
+class AttestationRequired(ServiceError):
+    """428: an SMS send under suspicion needs a client attestation (``X-Client-Attestation``) first."""
+
+    status = 428
+    message = "Attestation required"
+
+
 class DeliveryFailed(ServiceError):
     """500: the SMS or email could not be handed to the provider."""
 

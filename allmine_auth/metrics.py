@@ -8,6 +8,11 @@ Three families, all with bounded label values:
 - ``allmine_http_request_duration_seconds{route}``: a latency histogram.
 - ``allmine_auth_events_total{kind}``: ``audit.record`` calls ``count_event``
   for every event (codes sent, delivery failures, failed checks, lock-outs...).
+- ``allmine_sms_trips_total{scope, action}``: the SMS fraud rules tripping on a
+  calling-code prefix or a network (``breaker``: a foreign prefix shut;
+  ``tightened``: limits tightened and attestation demanded).
+- ``allmine_attestation_checks_total{result}``: client attestations asked for
+  under suspicion (``passed``, ``refused``, ``missing``, ``unavailable``).
 
 Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before
 any worker starts; prometheus_client then keeps each worker's values in a file
@@ -50,6 +55,19 @@ AUTH_EVENTS = Counter(
     ("kind",),
 )
 
+SMS_TRIPS = Counter(
+    "allmine_sms_trips",
+    "SMS fraud rules tripped, by what tripped (prefix, network) and what it did (breaker, tightened).",
+    ("scope", "action"),
+)
+SMS_TRIP_LABELS = (("prefix", "breaker"), ("prefix", "tightened"), ("network", "tightened"))
+ATTESTATION_CHECKS = Counter(
+    "allmine_attestation_checks",
+    "Client attestations demanded under suspicion, by result.",
+    ("result",),
+)
+ATTESTATION_RESULTS = ("passed", "refused", "missing", "unavailable")
+
 _request_children = {}
 _latency_children = {}
 _event_children = {}
@@ -66,6 +84,16 @@ def _child(cache, metric, key):
 def count_event(kind):
     """Count one auth event of ``kind`` (an ``audit.Event`` or its string value)."""
     _child(_event_children, AUTH_EVENTS, (str(kind),)).inc()
+
+
+def count_sms_trip(scope, action):
+    """Count one trip of the SMS fraud rules (labels from ``SMS_TRIP_LABELS``)."""
+    SMS_TRIPS.labels(scope, action).inc()
+
+
+def count_attestation(result):
+    """Count one attestation check (``result`` from ``ATTESTATION_RESULTS``)."""
+    ATTESTATION_CHECKS.labels(result).inc()
 
 
 def start_timer():
@@ -117,3 +145,7 @@ def init_app(app):
     # Zero series for every kind, so a rate() works before the first event of a kind.
     for kind in Event:
         _child(_event_children, AUTH_EVENTS, (kind.value,))
+    for labels in SMS_TRIP_LABELS:
+        SMS_TRIPS.labels(*labels)
+    for result in ATTESTATION_RESULTS:
+        ATTESTATION_CHECKS.labels(result)

@@ -2,11 +2,12 @@
 
 import uuid
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.auth import account, profiles, services, tokens
+from allmine_auth import attestation
+from allmine_auth.auth import abuse, account, profiles, services, tokens
 from allmine_auth.auth.schemas import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
@@ -26,7 +27,7 @@ from allmine_auth.auth.schemas import (
 from allmine_auth.envelope import Blueprint, raw_envelope_response
 from allmine_auth.extensions import limiter
 from allmine_auth.models import read_in_autocommit
-from allmine_auth.netutil import current_client
+from allmine_auth.netutil import client_ip, current_client
 
 blp = Blueprint(
     "Authentication",
@@ -48,6 +49,23 @@ BEARER = [{"bearerAuth": []}]
 def send_limit():
     """Per-IP limit shared by both send endpoints."""
     return current_app.config["RATELIMIT_SEND"]
+
+
+def send_network_limit():
+    """Per-network limit shared by both send endpoints (next to the per-IP one)."""
+    return current_app.config["RATELIMIT_SEND_NETWORK"]
+
+
+def send_network():
+    """The key of the per-network send limit: the client's IPv4 /24 or IPv6 /56."""
+    return abuse.network_of(client_ip())
+
+
+# Per IP and per network (IPv4 /24, IPv6 /56): many addresses of one network can't multiply the limit.
+SEND_LIMITS = [
+    limiter.shared_limit(send_limit, scope="send"),
+    limiter.shared_limit(send_network_limit, scope="send-network", key_func=send_network),
+]
 
 
 def verify_limit():
@@ -83,19 +101,24 @@ def login_payload(user, pair):
 class SendPhoneCode(MethodView):
     """Send a code by SMS."""
 
-    decorators = [limiter.shared_limit(send_limit, scope="send")]
+    decorators = SEND_LIMITS
 
     @blp.doc(
         description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
-        "Development ortamında kod response'ta döndürülür."
+        "Development ortamında kod response'ta döndürülür. While the number's calling code or the "
+        f"caller's network is under SMS-fraud suspicion, a `{attestation.HEADER}` header (a captcha "
+        "token) is required: without one, or with one the provider refuses, the answer is 428."
     )
-    @blp.errors(400, 413, 415, 429, 500)
+    @blp.errors(400, 413, 415, 428, 429, 500, 503)
     @blp.arguments(PhoneSchema())
     @blp.response(201, PhoneCodeSentSchema)
     def post(self, args):
         """Doğrulama kodu gönder"""
         destination = args["destination"]
-        code = services.send_code(destination, current_client())
+        client = current_client()
+        abuse.screen_sms_send(destination, client, request.headers.get(attestation.HEADER))
+        code = services.send_code(destination, client)
+        abuse.count_sms_sent(destination, client)
         payload = {"countryCode": destination.prefix, "phoneNumber": destination.national_number}
         return echoed(payload, code)
 
@@ -104,7 +127,7 @@ class SendPhoneCode(MethodView):
 class SendEmailCode(MethodView):
     """Send a code by email."""
 
-    decorators = [limiter.shared_limit(send_limit, scope="send")]
+    decorators = SEND_LIMITS
 
     @blp.doc(
         description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "

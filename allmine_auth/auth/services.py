@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from allmine_auth import audit
 from allmine_auth.audit import Event
-from allmine_auth.auth.abuse import guard_sms_send
+from allmine_auth.auth.abuse import count_sms_verified, guard_sms_send
 from allmine_auth.auth.destinations import EMAIL, SMS
 from allmine_auth.auth.otp import code_ttl, consume_code, issue_code
 from allmine_auth.auth.tokens import open_session
@@ -60,6 +60,7 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     """
     now = utcnow()
     consume_code(destination, code, client, now=now)
+    count_sms_verified(destination, client, now)
     with duplicate_is_conflict():
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
         # The session INSERT flushes the new or changed user first (autoflush).

@@ -1,0 +1,29 @@
+"""A clock the SMS rules read, which a test moves forward.
+
+The SMS counters keep their buckets in Redis (or in the process) by time, where
+``timeshift.travel`` can't move them; so instead of moving stored times back,
+the modules of a send and a verify are given a clock that runs ahead.
+"""
+
+from datetime import timedelta
+
+from allmine_auth.models import utcnow
+
+MODULES = ("allmine_auth.auth.abuse", "allmine_auth.auth.otp", "allmine_auth.auth.services")
+
+
+class Clock:
+    """``now()`` is the real time plus what ``advance`` added; installed with ``monkeypatch``."""
+
+    def __init__(self, monkeypatch):
+        self.offset = timedelta(0)
+        for module in MODULES:
+            monkeypatch.setattr(f"{module}.utcnow", self.now)
+
+    def now(self):
+        """The real time, moved forward by the offset."""
+        return utcnow() + self.offset
+
+    def advance(self, seconds):
+        """Move this clock ``seconds`` forward."""
+        self.offset += timedelta(seconds=seconds)
