@@ -166,7 +166,7 @@ class CachingJWTManager(JWTManager):
         returns the configured key. With that default, go straight to the
         verified decode: PyJWT's own, with ``REQUIRED_CLAIMS`` required
         (flask-jwt-extended's would fill in a missing ``type`` and ``jti``),
-        then the library's defaults for what it adds. An expired token takes
+        plus the ``fresh`` claim the library adds when it is missing. An expired token takes
         the library's own path, which attaches the header and claims for the
         expired-token callback. (No CSRF value comes with tokens from headers.)
         """
