@@ -6,6 +6,7 @@ that would be unsafe in front of real users, with a one-line reason.
 """
 
 import os
+import re
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +14,11 @@ BASE_DIR = Path(__file__).resolve().parent
 DEFAULT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
 MIN_AUDIT_RETENTION_DAYS = 1
 ATTESTATION_PROVIDERS = ("none", "turnstile", "hcaptcha")
+# Algorithms that sign with a private key (JWT_PRIVATE_KEY_FILE): only they don't use JWT_SECRET_KEY.
+ASYMMETRIC_JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+TEST_CODE = re.compile(r"[0-9]{4}")
 
 
 class ConfigError(RuntimeError):
@@ -64,13 +70,13 @@ def parse_test_destinations(value):
 
     A destination is a phone number in E.164 (``+905550000001``) or an email
     address; the code is the fixed 4-digit code; the optional date is the last
-    day the entry is honoured.
+    day the entry is honoured. The code is ASCII digits, as the verify endpoints take it.
     """
     entries = {}
     for item in split_list(value):
         destination, sep, rest = item.partition("=")
         code, _, until = rest.partition("@")
-        if not sep or len(code) != 4 or not code.isdigit():
+        if not sep or not TEST_CODE.fullmatch(code):
             raise ConfigError(f"OTP_TEST_DESTINATIONS: {item!r} is not destination=1234[@YYYY-MM-DD]")
         try:
             expires = date.fromisoformat(until) if until else None
@@ -316,7 +322,7 @@ class ProductionConfig(Config):
             raise ConfigError(f"ATTESTATION_PROVIDER={cls.ATTESTATION_PROVIDER} needs ATTESTATION_SECRET")
         for name in ("SECRET_KEY", "JWT_SECRET_KEY", "OTP_SECRET_KEY"):
             value = getattr(cls, name)
-            if name == "JWT_SECRET_KEY" and cls.JWT_ALGORITHM != "HS256":
+            if name == "JWT_SECRET_KEY" and cls.JWT_ALGORITHM in ASYMMETRIC_JWT_ALGORITHMS:
                 continue
             if value == DEFAULT_SECRET or len(value) < 32:
                 raise ConfigError(f"{name} must be set to a random value of at least 32 characters")

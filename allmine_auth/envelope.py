@@ -6,7 +6,9 @@ error, whatever layer raised it, is rendered by ``error_response``.
 """
 
 import functools
+import json
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -16,7 +18,8 @@ import marshmallow as ma
 from flask import current_app, g, jsonify
 from flask.json.provider import DefaultJSONProvider
 from flask_limiter.errors import RateLimitExceeded
-from webargs.flaskparser import FlaskParser
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from allmine_auth import outage
@@ -178,8 +181,31 @@ def register_errorhandlers(app):
     app.register_error_handler(Exception, unexpected_error_response)
 
 
+def refuse_constant(name):
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON (RFC 8259)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def finite_float(text):
+    """A JSON number as a float; one too large for a float (``1e999``, read as infinity) is refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# Built once: ``json.loads`` with hooks would build a decoder per request.
+STRICT_JSON = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
+
+
 class JsonArgumentsParser(FlaskParser):
-    """webargs parser: bad input is a 400, a body that is not JSON a 415."""
+    """webargs parser: bad input is a 400, a body that is not JSON a 415.
+
+    The body is read as strict JSON; whatever the parser can't hold (nesting
+    deeper than the recursion limit, an integer longer than Python's
+    int-string limit, ``NaN``, a float out of range) is ``body: Malformed
+    JSON`` like any other syntax error, not an exception that escapes as 500.
+    """
 
     DEFAULT_VALIDATION_STATUS = 400
     # Unknown fields are refused everywhere, the query string too (webargs would drop them there, and a
@@ -195,6 +221,16 @@ class JsonArgumentsParser(FlaskParser):
         if (req.content_length or req.mimetype) and not req.is_json:
             raise UnsupportedMediaType()
         return super().load_json(req, schema)
+
+    def _raw_load_json(self, req):
+        if not is_json_request(req):
+            return core.missing
+        try:
+            return STRICT_JSON.decode(req.get_data(cache=True).decode())
+        except json.JSONDecodeError:
+            raise  # webargs reads an empty body as no body, any other as malformed
+        except (ValueError, RecursionError) as exc:  # not UTF-8, too deep, a number out of range
+            return self._handle_invalid_json_error(exc, req)
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         raise ServiceError("body: Malformed JSON")

@@ -13,24 +13,67 @@ A hit is still refused once the token has expired; revocation is unaffected
 (``token_in_blocklist_loader`` reads the session's state on every request, hit
 or miss). Envoy's ``jwt_authn`` filter keeps the same kind of cache. A token
 not in the cache (every refresh token) is parsed once, not three times.
+
+Every verified token's claims must have the shape this service mints (``check_claims``): a token
+signed with the real key but with claims of another shape (a leaked key, a token of another
+service sharing it) is refused with 401 here, before any code reads its claims.
 """
 
+import math
+import re
 import threading
 import time
 from datetime import timedelta
 
+import jwt as pyjwt
 from flask import current_app
 from flask_jwt_extended import JWTManager, view_decorators
 from flask_jwt_extended.config import config
 from flask_jwt_extended.default_callbacks import default_decode_key_callback
-from flask_jwt_extended.tokens import _decode_jwt
+from flask_jwt_extended.exceptions import JWTDecodeError
 from jwt import ExpiredSignatureError
 
 VERIFIED_TOKENS = "allmine_verified_tokens"
+# Claims every token of this service carries; PyJWT refuses a token without one of them.
+REQUIRED_CLAIMS = ("exp", "sub", "sid", "jti", "type")
+TOKEN_TYPES = ("access", "refresh")
+# Ids as ``str(uuid.UUID)`` writes them: one spelling per id, so one session is one cache key.
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def check_claims(claims):
+    """Return ``claims`` if they have the shape of this service's tokens, else raise ``JWTDecodeError``.
+
+    ``exp`` a finite number, ``sub`` and ``sid`` canonical UUID strings, ``jti``
+    a non-empty string, ``type`` ``access`` or ``refresh``. The views and the
+    session check read them without looking again (flask-jwt-extended renders
+    the error as 401 "Missing or invalid token").
+    """
+    exp, jti = claims.get("exp"), claims.get("jti")
+    if not (
+        isinstance(exp, int | float)
+        and not isinstance(exp, bool)
+        and math.isfinite(exp)
+        and all(
+            isinstance(claims.get(name), str) and CANONICAL_UUID.fullmatch(claims[name])
+            for name in ("sub", "sid")
+        )
+        and isinstance(jti, str)
+        and jti
+        and claims.get("type") in TOKEN_TYPES
+    ):
+        raise JWTDecodeError("The token's claims are not those of this service")
+    return claims
 
 
 class VerifiedTokens:
-    """A bounded map of encoded access token -> its claims and header; the oldest entry goes first."""
+    """A bounded map of encoded access token -> its claims and header; the oldest entry goes first.
+
+    gthread workers share one per process: every change of the map (an entry
+    added, evicted or dropped on expiry) is made under the lock, so no thread
+    iterates it while another changes its size. A lookup is one ``dict.get``,
+    atomic without the lock.
+    """
 
     def __init__(self):
         self._entries = {}  # token -> [claims, header or None until first asked]
@@ -42,7 +85,8 @@ class VerifiedTokens:
         if entry is None:
             return None
         if entry[0]["exp"] <= time.time() - leeway:
-            self._entries.pop(token, None)
+            with self._lock:
+                self._entries.pop(token, None)
             return None
         return dict(entry[0])  # the caller's copy: flask-jwt-extended keeps it on ``g``
 
@@ -107,9 +151,10 @@ class CachingJWTManager(JWTManager):
             claims = verified.get(encoded_token, leeway)
             if claims is not None:
                 return claims
-        claims = self._decode_once(encoded_token, csrf_value, allow_expired)
+        # Checked before the cache keeps them: a remembered token's claims are known to be well formed.
+        claims = check_claims(self._decode_once(encoded_token, csrf_value, allow_expired))
         # Refresh tokens are used once: remembering them would only crowd out access tokens.
-        if cacheable and claims.get("type") == "access" and isinstance(claims.get("exp"), int | float):
+        if cacheable and claims["type"] == "access":
             verified.put(encoded_token, claims, size)
         return claims
 
@@ -119,24 +164,32 @@ class CachingJWTManager(JWTManager):
         It first decodes the header and the claims unverified, only to hand
         them to the decode-key callback; the default callback ignores them and
         returns the configured key. With that default, go straight to the
-        verified decode. An expired token takes the library's own path, which
-        attaches the header and claims for the expired-token callback.
+        verified decode: PyJWT's own, with ``REQUIRED_CLAIMS`` required
+        (flask-jwt-extended's would fill in a missing ``type`` and ``jti``),
+        plus the ``fresh`` claim the library adds when it is missing. An expired token takes
+        the library's own path, which attaches the header and claims for the
+        expired-token callback. (No CSRF value comes with tokens from headers.)
         """
-        if self._decode_key_callback is not default_decode_key_callback:
+        if self._decode_key_callback is not default_decode_key_callback or csrf_value is not None:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        options = {
+            "verify_aud": config.decode_audience is not None,
+            "verify_sub": config.verify_sub,
+            "require": REQUIRED_CLAIMS,
+        }
+        if allow_expired:
+            options["verify_exp"] = False
         try:
-            return _decode_jwt(
+            claims = pyjwt.decode(
+                encoded_token,
+                config.decode_key,
                 algorithms=config.decode_algorithms,
-                allow_expired=allow_expired,
                 audience=config.decode_audience,
-                csrf_value=csrf_value,
-                encoded_token=encoded_token,
-                identity_claim_key=config.identity_claim_key,
                 issuer=config.decode_issuer,
                 leeway=config.leeway,
-                secret=config.decode_key,
-                verify_aud=config.decode_audience is not None,
-                verify_sub=config.verify_sub,
+                options=options,
             )
         except ExpiredSignatureError:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        claims.setdefault("fresh", False)
+        return claims

@@ -5,9 +5,19 @@
 can't choose the address its limits are counted against.
 """
 
+import re
 from dataclasses import dataclass
 
 from flask import request
+
+# Kept out of the stored user agent and device name: PostgreSQL refuses NUL in text (gunicorn already
+# refuses control characters in headers; the development server and the test client don't).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def header_text(name):
+    """The request header ``name`` without control characters, cut to a storable length (``""`` if absent)."""
+    return CONTROL_CHARACTERS.sub("", request.headers.get(name) or "")[:255]
 
 
 def client_ip():
@@ -17,7 +27,7 @@ def client_ip():
 
 def user_agent():
     """Return the caller's ``User-Agent``, cut to a storable length."""
-    return (request.headers.get("User-Agent") or "")[:255]
+    return header_text("User-Agent")
 
 
 @dataclass(frozen=True)
@@ -35,5 +45,5 @@ DEVICE_HEADER = "X-Device-Name"
 def current_client():
     """The calling client: IP, user agent, and a device name (``X-Device-Name``, else the user agent)."""
     agent = user_agent()
-    device = (request.headers.get(DEVICE_HEADER) or "").strip()[:255] or agent or None
+    device = header_text(DEVICE_HEADER).strip() or agent or None
     return Client(ip=client_ip(), user_agent=agent or None, device=device)

@@ -12,7 +12,8 @@ from allmine_auth.privacy import mask_text
 REQUEST_ID_HEADER = "X-Request-ID"
 # Ours, and flask-limiter's (it says when its Redis storage fails and it falls back to memory).
 SERVICE_LOGGERS = ("allmine_auth", "flask-limiter")
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Matched whole (``fullmatch``): with ``re.match``, ``$`` would let a final newline into a response header.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def request_id():
@@ -25,7 +26,7 @@ def request_id():
 def assign_request_id():
     """Take a sane incoming ``X-Request-ID`` or make one."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
 def expose_request_id(response):

@@ -13,6 +13,11 @@ any input, schema-invalid (negative). Each answer must:
   token with 401 (``ignored_auth`` re-sends without it);
 - under ``/api/v1``, be the envelope with ``statusCode`` equal to the HTTP status.
 
+Schema-driven data can't know what the spec doesn't say: no control characters, ASCII digits only.
+``test_hostile_text_in_any_string_field_is_answered_with_the_envelope`` draws text from those classes
+(NUL, newlines, C1 controls, lone surrogates, digits of other scripts, mixed with any character) into
+each string field of each body, one at a time, and holds every answer to the envelope and to no 5xx.
+
 ``positive_data_acceptance`` is left out on purpose: a schema can't say "a
 real phone number for this country", so schema-valid phone numbers are
 rightly refused with 400. Random data can't guess a code or a refresh token
@@ -35,6 +40,7 @@ alternative.)
 import itertools
 import os
 import re
+import unicodedata
 
 import pytest
 import schemathesis
@@ -231,3 +237,82 @@ def test_the_login_flow_conforms_to_the_spec(fuzz_app):
     dead = {"refreshToken": login["refreshToken"]}
     assert call("POST", "/api/v1/auth/refresh", json=dead).status_code == 401
     assert call("POST", "/api/v1/auth/logout", headers=other).status_code == 200
+
+
+# Hostile text: what each class of hostile input is made of, mixed with any character (surrogates too).
+HOSTILE_CHARACTERS = st.sampled_from("+() -.@\x00\n\t\x1b\x7f\x85\u2028\ud800\udfff")
+OTHER_DIGITS = st.sampled_from("²①٣５६")
+HOSTILE_TEXT = st.text(
+    st.one_of(HOSTILE_CHARACTERS, OTHER_DIGITS, st.characters(exclude_categories=())), max_size=24
+)
+# Digits fields: mostly digits, some of other scripts (str.isdigit() and int() took them).
+HOSTILE_DIGITS = st.text(
+    st.one_of(st.sampled_from("0123456789"), OTHER_DIGITS, HOSTILE_CHARACTERS), min_size=1, max_size=12
+)
+DIGITS_FIELDS = {"countryCode", "phoneNumber", "code", "emailCode"}
+PROFILE = {
+    "name": "Ada",
+    "surname": "Yılmaz",
+    "username": "ada.yilmaz",
+    "birthDate": "1995-04-12",
+    "gender": "female",
+    "email": "ada@example.com",
+    "emailCode": "1234",
+    "privacyPolicyAccepted": True,
+    "privacyPolicyVersion": "1.2.0",
+    "termsOfUseAccepted": True,
+    "termsOfUseVersion": "1.1.0",
+    "consentFormAccepted": True,
+    "consentFormVersion": "1.0.0",
+}
+# A valid body of each endpoint; each string field in turn gets hostile text.
+BODIES = {
+    "/api/v1/auth/send-otp": {"countryCode": "90", "phoneNumber": "5321234567"},
+    "/api/v1/auth/send-otp-email": {"email": "fuzz@example.com"},
+    "/api/v1/auth/verify-otp": {
+        "countryCode": "90",
+        "phoneNumber": "5321234567",
+        "code": "1234",
+        "signupSource": "ads",
+        "signupCampaign": "spring",
+    },
+    "/api/v1/auth/verify-otp-email": {
+        "email": "fuzz@example.com",
+        "code": "1234",
+        "signupSource": "ads",
+        "signupCampaign": "spring",
+    },
+    "/api/v1/auth/refresh": {"refreshToken": "x"},
+    "/api/v1/auth/complete-registration": PROFILE,
+}
+
+
+def must_be_refused(name, text):
+    """Control characters and lone surrogates anywhere, and digits other than 0-9 in a digits field."""
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text) or (
+        name in DIGITS_FIELDS and any(char.isnumeric() and char not in "0123456789" for char in text)
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [(path, name) for path, body in BODIES.items() for name, value in body.items() if isinstance(value, str)],
+)
+def test_hostile_text_in_any_string_field_is_answered_with_the_envelope(fuzz_app, path, name):
+    client = fuzz_app.test_client()
+    headers = bearer(fresh_access_token(fuzz_app)) if path.endswith("complete-registration") else {}
+
+    @given(text=HOSTILE_DIGITS | HOSTILE_TEXT if name in DIGITS_FIELDS else HOSTILE_TEXT)
+    @settings(max_examples=EXAMPLES * 2, deadline=None, database=None, derandomize=True)
+    def answered(text):
+        response = client.post(path, json={**BODIES[path], name: text}, headers=headers)
+        body = response.get_json()
+        assert response.status_code < 500, (text, body)
+        assert_envelope(body, response.status_code)
+        if must_be_refused(name, text):
+            # A 400 that names the field, and only the field: it alone is wrong.
+            assert response.status_code == 400, (text, body)
+            assert body["errors"][0] == "Validation failed"
+            assert all(line.startswith(f"{name}: ") for line in body["errors"][1:]), (text, body)
+
+    answered()

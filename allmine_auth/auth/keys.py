@@ -21,10 +21,10 @@ from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
 from allmine_auth.extensions import jwt
+from config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
 from config import ConfigError
 
 SYMMETRIC = {"HS256", "HS384", "HS512"}
-ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
 
 blp = flask_smorest.Blueprint("Keys", __name__, description="Public keys for checking access tokens.")

@@ -1,5 +1,14 @@
-"""Request and response schemas of the auth API, with the seed documents' examples."""
+"""Request and response schemas of the auth API, with the seed documents' examples.
 
+Every string the API takes is a ``Text``: no control characters (NUL above
+all: PostgreSQL refuses it in text, so the write would fail with a 500) and
+no lone surrogates (JSON's ``"\\ud800"``: not UTF-8, so no database stores
+it). Fields that mean digits take ASCII 0-9 only (``int()`` and ``\\d`` take
+any script's digits), and every pattern must match the whole value
+(``re.match`` with ``$`` lets a final newline through).
+"""
+
+import re
 from datetime import UTC, datetime, time
 
 import marshmallow as ma
@@ -8,9 +17,45 @@ from marshmallow import fields, validate
 from allmine_auth.auth.destinations import InvalidDestination, email_destination, phone_destination
 from allmine_auth.envelope import utc_timestamp
 
-CODE = fields.String(
+# C0 and C1 controls, DEL, and the surrogate range (only a lone surrogate can reach a decoded string).
+REFUSED_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class Text(fields.String):
+    """A string that refuses control characters and lone surrogates, in the field's own 400 line."""
+
+    default_error_messages = {
+        "control": "Must not contain control characters.",
+        "surrogate": "Not valid Unicode.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        refused = REFUSED_CHARACTERS.search(value)
+        if refused is not None:
+            raise self.make_error("surrogate" if refused.group() >= "\ud800" else "control")
+        return value
+
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` that must match the whole value (the spec keeps the ``^...$`` pattern)."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+def ascii_digits(value):
+    """Refuse digits of other scripts (superscripts, circled, Arabic-Indic, fullwidth...): only 0-9."""
+    if not value.isascii() and any(char.isnumeric() for char in value):
+        raise ma.ValidationError("Digits must be ASCII 0-9.")
+
+
+FOUR_DIGITS = FullMatch(r"^[0-9]{4}$", error="Must be 4 digits.")
+CODE = Text(
     required=True,
-    validate=validate.Regexp(r"^\d{4}$", error="Must be 4 digits."),
+    validate=FOUR_DIGITS,
     metadata={"example": "1234", "description": "The 4-digit code sent by SMS or email."},
 )
 
@@ -42,13 +87,13 @@ def destination_loader(build):
 class PhoneSchema(ma.Schema):
     """A phone number as the apps send it: calling code and national number."""
 
-    countryCode = fields.String(
+    countryCode = Text(
         required=True,
-        validate=validate.Length(1, 4),
+        validate=[validate.Length(1, 4), ascii_digits],
         metadata={"example": "90", "description": "Calling code, with or without +."},
     )
-    phoneNumber = fields.String(
-        required=True, validate=validate.Length(4, 20), metadata={"example": "5551234567"}
+    phoneNumber = Text(
+        required=True, validate=[validate.Length(4, 20), ascii_digits], metadata={"example": "5551234567"}
     )
 
     load_destination = destination_loader(
@@ -59,9 +104,7 @@ class PhoneSchema(ma.Schema):
 class EmailSchema(ma.Schema):
     """An email address."""
 
-    email = fields.String(
-        required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"}
-    )
+    email = Text(required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"})
 
     load_destination = destination_loader(lambda data: email_destination(data["email"]))
 
@@ -69,13 +112,13 @@ class EmailSchema(ma.Schema):
 class SignupSchema(ma.Schema):
     """Where a new user came from (kept from the first login only)."""
 
-    signupSource = fields.String(
+    signupSource = Text(
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=100),
         metadata={"example": "instagram_ads"},
     )
-    signupCampaign = fields.String(
+    signupCampaign = Text(
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=100),
@@ -200,13 +243,13 @@ class LoginSchema(TokenPairSchema):
 class RefreshSchema(ma.Schema):
     """``refresh`` body."""
 
-    refreshToken = fields.String(required=True, validate=validate.Length(1, 4096))
+    refreshToken = Text(required=True, validate=validate.Length(1, 4096))
 
 
 class LogoutQuerySchema(ma.Schema):
     """Which sessions a logout ends."""
 
-    scope = fields.String(
+    scope = Text(
         load_default="global",
         validate=validate.OneOf(["global", "local", "others"]),
         metadata={
@@ -233,16 +276,20 @@ class SessionSchema(ma.Schema):
     current = fields.Boolean(dump_only=True)
 
 
-USERNAME = r"^[A-Za-z0-9_.]{3,30}$"
+USERNAME = FullMatch(r"^[A-Za-z0-9_.]{3,30}$", error="3 to 30 letters, digits, '_' or '.'.")
 GENDERS = ["male", "female", "other", "prefer_not_to_say"]
 
 
 class BirthDate(fields.Date):
-    """A birth date given as ``YYYY-MM-DD`` or as a full ISO timestamp (its date counts)."""
+    """A birth date given as ``YYYY-MM-DD`` or as a full ISO timestamp (its date, as written, counts)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str) and "T" in value:
-            value = value.split("T", 1)[0]
+            # The whole timestamp must be one (ASCII digits only), not a date with anything after a "T".
+            try:
+                value = datetime.fromisoformat(value).date().isoformat()
+            except ValueError:
+                raise self.make_error("invalid") from None
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -263,13 +310,9 @@ def must_be_true(value):
 class CompleteRegistrationSchema(ma.Schema):
     """``complete-registration`` body: the profile and the acceptances."""
 
-    name = fields.String(required=True, validate=validate.Length(1, 100), metadata={"example": "John"})
-    surname = fields.String(required=True, validate=validate.Length(1, 100), metadata={"example": "Doe"})
-    username = fields.String(
-        required=True,
-        validate=validate.Regexp(USERNAME, error="3 to 30 letters, digits, '_' or '.'."),
-        metadata={"example": "johndoe123"},
-    )
+    name = Text(required=True, validate=validate.Length(1, 100), metadata={"example": "John"})
+    surname = Text(required=True, validate=validate.Length(1, 100), metadata={"example": "Doe"})
+    username = Text(required=True, validate=USERNAME, metadata={"example": "johndoe123"})
     birthDate = BirthDate(
         load_default=None,
         allow_none=True,
@@ -279,37 +322,33 @@ class CompleteRegistrationSchema(ma.Schema):
             "object answers it as that date at midnight UTC (`1995-01-15T00:00:00.000Z`).",
         },
     )
-    gender = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(GENDERS))
-    email = fields.String(
+    gender = Text(load_default=None, allow_none=True, validate=validate.OneOf(GENDERS))
+    email = Text(
         load_default=None,
         allow_none=True,
         validate=validate.Length(3, 254),
         metadata={"example": "john@example.com"},
     )
-    emailCode = fields.String(
+    emailCode = Text(
         load_default=None,
         allow_none=True,
-        validate=validate.Regexp(r"^\d{4}$", error="Must be 4 digits."),
+        validate=FOUR_DIGITS,
         metadata={
             "description": "The code sent to `email` by send-otp-email; proves the address (optional)."
         },
     )
     interests = fields.List(
-        fields.String(validate=validate.Length(1, 50)),
+        Text(validate=validate.Length(1, 50)),
         load_default=list,
         validate=validate.Length(max=20),
         metadata={"example": ["music"]},
     )
     privacyPolicyAccepted = fields.Boolean(required=True, validate=must_be_true, metadata={"example": True})
-    privacyPolicyVersion = fields.String(
-        required=True, validate=validate.Length(1, 20), metadata={"example": "1.2.0"}
-    )
+    privacyPolicyVersion = Text(required=True, validate=validate.Length(1, 20), metadata={"example": "1.2.0"})
     termsOfUseAccepted = fields.Boolean(required=True, validate=must_be_true, metadata={"example": True})
-    termsOfUseVersion = fields.String(
-        required=True, validate=validate.Length(1, 20), metadata={"example": "1.1.0"}
-    )
+    termsOfUseVersion = Text(required=True, validate=validate.Length(1, 20), metadata={"example": "1.1.0"})
     consentFormAccepted = fields.Boolean(load_default=False, metadata={"example": True})
-    consentFormVersion = fields.String(
+    consentFormVersion = Text(
         load_default=None, allow_none=True, validate=validate.Length(1, 20), metadata={"example": "1.0.0"}
     )
 
