@@ -5,35 +5,33 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from allmine_auth.auth.schemas import UtcDateTime, attr
+from allmine_auth.auth.schemas import FullMatch, Text, UtcDateTime, attr
 
 # APNs push tokens are hex, an even number of digits (32 bytes and more for Live Activity tokens).
-PUSH_TOKEN = r"\A(?:[0-9A-Fa-f]{2}){16,256}\Z"
-KIND = r"\A[a-z][a-z0-9_]{0,31}\Z"
-NO_CONTROL_CHARACTERS = r"\A[^\x00-\x1f\x7f]*\Z"
+PUSH_TOKEN = FullMatch(r"^(?:[0-9A-Fa-f]{2}){16,256}$", error="An APNs push token: 32 to 512 hex digits.")
+KIND = FullMatch(
+    r"^[a-z][a-z0-9_]{0,31}$", error="Lower-case letters, digits or '_', starting with a letter."
+)
 ACTIVITY_EXAMPLE = "5B1D2C3A-9F8E-4D7C-8B6A-1E2F3A4B5C6D"  # ActivityKit's Activity.id, a UUID
 
 
 class LiveActivityBodySchema(ma.Schema):
     """``PUT /live-activities/{activityId}`` body."""
 
-    pushToken = fields.String(
+    pushToken = Text(
         required=True,
-        validate=validate.Regexp(PUSH_TOKEN, error="An APNs push token: 32 to 512 hex digits."),
+        validate=PUSH_TOKEN,
         metadata={"example": "80f2c4a1d3e5b7a9c1e3f5a7b9d1e3f580f2c4a1d3e5b7a9c1e3f5a7b9d1e3f5"},
     )
-    kind = fields.String(
+    kind = Text(
         required=True,
-        validate=validate.Regexp(KIND, error="Lower-case letters, digits or '_', starting with a letter."),
+        validate=KIND,
         metadata={"example": "livestream", "description": "What the activity shows: `livestream`, `call`..."},
     )
-    referenceId = fields.String(
+    referenceId = Text(
         load_default=None,
         allow_none=True,
-        validate=[
-            validate.Length(1, 128),
-            validate.Regexp(NO_CONTROL_CHARACTERS, error="No control characters."),
-        ],
+        validate=validate.Length(1, 128),
         metadata={"example": "stream-8842", "description": "What it shows (a stream's or a call's id)."},
     )
     expiresAt = fields.AwareDateTime(
