@@ -138,8 +138,6 @@ def purge_audit_events(now):
 def revoke_command(user_ref):
     """End every session of a user at once (a stolen phone, an operator's decision)."""
     user = find_user(user_ref)
-    if user is None:
-        raise click.ClickException(f"no user {user_ref!r}")
     ended = revoke_sessions(user.id, "operator")
     audit.record(Event.LOGOUT, user_id=user.id, detail="operator")
     db.session.commit()
@@ -157,8 +155,6 @@ def revoke_command(user_ref):
 def live_activities_command(user_ref):
     """List a user's Live Activities that have not expired (what the push sender would push to)."""
     user = find_user(user_ref)
-    if user is None:
-        raise click.ClickException(f"no user {user_ref!r}")
     activities = live_activities(user.id)
     if not activities:
         click.echo("no live activities")
@@ -187,8 +183,6 @@ def audit_command(user_ref, destination, trips, limit):
         conditions.append(AuthEvent.destination == destination.strip().lower())
     if user_ref:
         user = find_user(user_ref)
-        if user is None:
-            raise click.ClickException(f"no user {user_ref!r}")
         conditions.append(AuthEvent.user_id == user.id)
         conditions += [AuthEvent.destination == value for value in (user.phone_e164, user.email) if value]
     for event in db.session.scalars(query.where(sa.or_(*conditions))):
@@ -200,12 +194,15 @@ def audit_command(user_ref, destination, trips, limit):
 
 
 def find_user(reference):
-    """The user a CLI argument names: an id, a phone number in E.164, or an email address."""
+    """The user a CLI argument names (an id, a phone number in E.164, an email address), else exit 1."""
     try:
-        return db.session.get(User, uuid.UUID(reference))
+        user = db.session.get(User, uuid.UUID(reference))
     except ValueError:
         column = User.email if "@" in reference else User.phone_e164
-        return db.session.scalar(sa.select(User).where(column == reference.strip().lower()))
+        user = db.session.scalar(sa.select(User).where(column == reference.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user {reference!r}")
+    return user
 
 
 def register_commands(app):

@@ -15,6 +15,7 @@ from allmine_auth.extensions import db
 from config import TestingConfig
 from tests.fakes import free_port
 from tests.faults import pg_proxy, redis_proxy  # noqa: F401  (fixtures for every module)
+from tests.parallel import threaded_server
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PHONE = {"countryCode": "90", "phoneNumber": "5321234567"}
@@ -95,6 +96,26 @@ def app(config_overrides, make_app):
     app = make_app(fresh=True, **config_overrides)
     with app.app_context():
         yield app
+
+
+@pytest.fixture
+def shared_app(request, config_overrides, make_app, tmp_path):
+    """The app on a database that threads and processes share: PostgreSQL when set, else a SQLite file."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        # The app fixture's database is fresh and already on the shared server.
+        yield request.getfixturevalue("app")
+        return
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/shared.db", **config_overrides)
+    with app.app_context():
+        db.create_all()
+        yield app
+
+
+@pytest.fixture
+def live_url(shared_app):
+    """``shared_app`` served by a threaded server (``tests.parallel``); its base URL."""
+    with threaded_server(shared_app) as base_url:
+        yield base_url
 
 
 @pytest.fixture

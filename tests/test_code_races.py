@@ -8,16 +8,10 @@ server on a database the threads share (PostgreSQL when configured, else a
 SQLite file), released together by a barrier.
 """
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from allmine_auth.auth.destinations import phone_destination
 from allmine_auth.auth.otp import count_attempt, record_failure
@@ -25,68 +19,19 @@ from allmine_auth.errors import RateLimited
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User, utcnow
 from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_error
+from tests.parallel import at_once, call
 from tests.timeshift import travel
 
 PARALLEL = 20
 LOCK_AFTER = 10  # OTP_LOCK_AFTER_FAILURES
-TIMEOUT = 30
 INVALID = "Invalid or expired code"
 TOO_MANY = "Too many requests"
 DESTINATION = phone_destination("90", "5321234567")
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A response read off the socket, shaped for ``assert_envelope``."""
-
-    status_code: int
-    body: dict
-    headers: dict
-
-    def get_json(self):
-        return self.body
-
-
-def call(url, body):
+def post(url, body):
     """POST ``body`` to ``url`` on a connection of its own and return the answer."""
-    with requests.post(url, json=body, timeout=TIMEOUT) as response:
-        return Answer(response.status_code, response.json(), dict(response.headers))
-
-
-def at_once(count, send):
-    """Run ``send()`` in ``count`` threads released together by a barrier; return the answers."""
-    barrier = threading.Barrier(count, timeout=TIMEOUT)
-
-    def fire(_):
-        barrier.wait()
-        return send()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(fire, range(count)))
-
-
-@pytest.fixture
-def shared_app(request, config_overrides, make_app, tmp_path):
-    """The app on a database that threads share: PostgreSQL when set, else a SQLite file."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        yield request.getfixturevalue("app")
-        return
-    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/races.db", **config_overrides)
-    with app.app_context():
-        db.create_all()
-        yield app
-
-
-@pytest.fixture
-def live_url(shared_app):
-    """Serve ``shared_app`` from a threaded werkzeug server on a free port; yield its base URL."""
-    server = make_server("127.0.0.1", 0, shared_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    return call("POST", url, json=body)
 
 
 @pytest.fixture
@@ -127,7 +72,7 @@ def burn_codes(auth, guesses):
 
 def parallel_verifies(live_url, code):
     """``PARALLEL`` verifies of ``code`` for the phone at once."""
-    return at_once(PARALLEL, lambda: call(f"{live_url}/api/v1/auth/verify-otp", {**PHONE, "code": code}))
+    return at_once(PARALLEL, lambda: post(f"{live_url}/api/v1/auth/verify-otp", {**PHONE, "code": code}))
 
 
 def statuses(answers):

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from allmine_auth.auth import profiles, services
 from allmine_auth.extensions import db
 from allmine_auth.models import User
 from tests.conftest import assert_envelope, assert_error, bearer
+from tests.parallel import threaded_server
 
 URL = "/api/v1/auth/complete-registration"
 VERIFY_EMAIL = "/api/v1/auth/verify-otp-email"
@@ -165,14 +165,9 @@ def test_the_losers_cached_profile_is_marked_stale(app, client, people):
 
 @pytest.fixture
 def live_url(app):
-    """``app`` served by a threaded werkzeug server on a free port (its database is PostgreSQL)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    """``app`` served by a threaded server (its database is PostgreSQL)."""
+    with threaded_server(app) as base_url:
+        yield base_url
 
 
 def at_once(*sends):

@@ -51,6 +51,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 
 from allmine_auth import create_app
 from tests.conftest import bearer, close_app, make_config, reset_storage
+from tests.test_registration import PROFILE as REGISTRATION_PROFILE
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 CHECK_NAMES = (
@@ -250,20 +251,11 @@ HOSTILE_DIGITS = st.text(
     st.one_of(st.sampled_from("0123456789"), OTHER_DIGITS, HOSTILE_CHARACTERS), min_size=1, max_size=12
 )
 DIGITS_FIELDS = {"countryCode", "phoneNumber", "code", "emailCode"}
+# The registration tests' profile with an email and its code: each of its string fields gets hostile text.
 PROFILE = {
-    "name": "Ada",
-    "surname": "Yılmaz",
-    "username": "ada.yilmaz",
-    "birthDate": "1995-04-12",
-    "gender": "female",
+    **{key: value for key, value in REGISTRATION_PROFILE.items() if key != "interests"},
     "email": "ada@example.com",
     "emailCode": "1234",
-    "privacyPolicyAccepted": True,
-    "privacyPolicyVersion": "1.2.0",
-    "termsOfUseAccepted": True,
-    "termsOfUseVersion": "1.1.0",
-    "consentFormAccepted": True,
-    "consentFormVersion": "1.0.0",
 }
 # A valid body of each endpoint; each string field in turn gets hostile text.
 BODIES = {

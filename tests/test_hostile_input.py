@@ -24,6 +24,7 @@ from allmine_auth.jwt_cache import VerifiedTokens
 from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User
 from config import ConfigError, ProductionConfig, TestingConfig
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
+from tests.test_registration import PROFILE
 
 API = "/api/v1/auth"
 INVALID = "Validation failed"
@@ -37,20 +38,6 @@ OTHER_PHONE = {"countryCode": "90", "phoneNumber": "5329876543"}
 OTHER_EMAIL = "other@example.com"
 NEW_PHONE = {"countryCode": "90", "phoneNumber": "5371112233"}
 NEW_EMAIL = "new@example.com"
-PROFILE = {
-    "name": "Ada",
-    "surname": "Yılmaz",
-    "username": "ada.yilmaz",
-    "birthDate": "1995-04-12",
-    "gender": "female",
-    "interests": ["music", "travel"],
-    "privacyPolicyAccepted": True,
-    "privacyPolicyVersion": "1.2.0",
-    "termsOfUseAccepted": True,
-    "termsOfUseVersion": "1.1.0",
-    "consentFormAccepted": True,
-    "consentFormVersion": "1.0.0",
-}
 TABLES = (User, OneTimeCode, Session, DestinationLock, AuthEvent)
 
 

@@ -8,55 +8,20 @@ seen at once by another.
 """
 
 import os
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import jwt
-import pytest
-import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from allmine_auth.audit import Event
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, Session, User
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
+from tests.parallel import at_once, call
 from tests.servers import gunicorn_server
 
 PARALLEL_VERIFIES = 10
 PARALLEL_REFRESHES = 8
-TIMEOUT = 30
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A response read off the socket, shaped for ``assert_envelope``."""
-
-    status_code: int
-    body: dict
-
-    def get_json(self):
-        return self.body
-
-
-def call(method, url, **kwargs):
-    """Send one request on its own connection and return the answer (the connection is closed)."""
-    with requests.request(method, url, timeout=TIMEOUT, **kwargs) as response:
-        return Answer(response.status_code, response.json())
-
-
-def at_once(count, send):
-    """Run ``send()`` in ``count`` threads released together by a barrier; return the answers."""
-    barrier = threading.Barrier(count, timeout=TIMEOUT)
-
-    def fire(_):
-        barrier.wait()
-        return send()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(fire, range(count)))
 
 
 def log_in(base_url, phone=PHONE):
@@ -73,31 +38,6 @@ def claims(token):
 
 def count(model, *where):
     return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(*where))
-
-
-@pytest.fixture
-def shared_app(request, make_app, tmp_path):
-    """The app on a database that threads and processes share: PostgreSQL when set, else a SQLite file."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        # The app fixture's database is fresh and already on the shared server.
-        yield request.getfixturevalue("app")
-        return
-    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/live.db")
-    with app.app_context():
-        db.create_all()
-        yield app
-
-
-@pytest.fixture
-def live_url(shared_app):
-    """Serve ``shared_app`` from a threaded werkzeug server on a free port; yield its base URL."""
-    server = make_server("127.0.0.1", 0, shared_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def test_of_parallel_verifies_with_the_right_code_exactly_one_logs_in(shared_app, live_url):
