@@ -56,6 +56,7 @@ soak: $(VENV)/.installed-test
 	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
 bench: $(VENV)/.installed-test
+	@sh .ci/debian-packages wrk:wrk
 	$(BIN)/python bench/run.py
 
 clean:

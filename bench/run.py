@@ -256,7 +256,8 @@ class Bench:
             self.app.extensions["allmine_redis"].flushdb()
 
     def clear_activity(self):
-        """Between scales: empty sessions, codes, events and locks; drop verify-made users; keep the seeded.
+        """Between scales: empty sessions (and their Live Activities), codes, events, locks and the cache
+        outbox; drop verify-made users; keep the seeded.
 
         TRUNCATE, not DELETE: this PostgreSQL may run without autovacuum, and
         dead rows plus stale statistics would make the next scale slower for
@@ -266,10 +267,19 @@ class Bench:
 
         from allmine_auth.bulk import vacuum_analyze
         from allmine_auth.extensions import db
-        from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User
+        from allmine_auth.models import (
+            AuthEvent,
+            CacheOutbox,
+            DestinationLock,
+            LiveActivity,
+            OneTimeCode,
+            Session,
+            User,
+        )
 
         with self.app.app_context():
-            tables = [model.__table__.name for model in (Session, OneTimeCode, AuthEvent, DestinationLock)]
+            activity = (LiveActivity, Session, OneTimeCode, AuthEvent, DestinationLock, CacheOutbox)
+            tables = [model.__table__.name for model in activity]
             db.session.execute(sa.text(f"TRUNCATE {', '.join(tables)}"))
             db.session.execute(sa.delete(User).where(User.phone_e164.like(f"+90{VERIFY_PREFIX}%")))
             db.session.commit()
