@@ -185,7 +185,7 @@ class ContractPlugin(BasePlugin):
             return [self.example(schema.get("items", {}))]
         if schema.get("nullable") and "type" not in schema:
             return None
-        return FORMAT_EXAMPLES.get(schema.get("format"), TYPE_EXAMPLES.get(schema.get("type"), None))
+        return FORMAT_EXAMPLES.get(schema.get("format"), TYPE_EXAMPLES.get(schema.get("type")))
 
 
 def error_response(status, errors):
