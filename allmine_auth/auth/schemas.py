@@ -60,7 +60,7 @@ class EmailSchema(ma.Schema):
     """An email address."""
 
     email = fields.String(
-        required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"}
+        required=True, validate=validate.Length(3, 254), metadata={"example": "john@example.com"}
     )
 
     load_destination = destination_loader(lambda data: email_destination(data["email"]))
@@ -106,7 +106,7 @@ class PhoneCodeSentSchema(ma.Schema):
 class EmailCodeSentSchema(ma.Schema):
     """``send-otp-email`` answer; ``code`` only where code echo is on (development)."""
 
-    email = fields.String(required=True, metadata={"example": "user@example.com"})
+    email = fields.String(required=True, metadata={"example": "john@example.com"})
     code = fields.String(metadata={"example": "1234", "description": "Only in development (code echo)."})
 
 

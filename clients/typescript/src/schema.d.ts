@@ -407,14 +407,14 @@ export interface components {
         Email: {
             /**
              * Format: email
-             * @example user@example.com
+             * @example john@example.com
              */
             email: string;
         };
         EmailCodeSent: {
             /**
              * Format: email
-             * @example user@example.com
+             * @example john@example.com
              */
             email: string;
             /**
@@ -585,7 +585,7 @@ export interface components {
             signupCampaign?: string | null;
             /**
              * Format: email
-             * @example user@example.com
+             * @example john@example.com
              */
             email: string;
             /**
@@ -1009,7 +1009,7 @@ export interface operations {
                      *       "isSuccess": true,
                      *       "statusCode": 201,
                      *       "data": {
-                     *         "email": "user@example.com",
+                     *         "email": "john@example.com",
                      *         "code": "1234"
                      *       },
                      *       "errors": [],
