@@ -1,7 +1,7 @@
 """The one response envelope, and the glue that puts every response in it.
 
 Every answer is ``{isSuccess, statusCode, data, errors, timestamp}``
-(``../shared/API.md``). Success bodies are wrapped by ``Blueprint``; every
+(``docs/API.md``). Success bodies are wrapped by ``Blueprint``; every
 error, whatever layer raised it, is rendered by ``error_response``.
 """
 
