@@ -26,6 +26,8 @@ from allmine_auth.envelope import ERROR_TEXTS, RETRY_AFTER
 SMS_FAILED = "SMS gönderilirken hata oluştu"
 EMAIL_FAILED = "Email gönderilirken hata oluştu"
 BAD_CODE = "Invalid or expired code"
+# A logout Redis refused: ended in the database, a retry answers 401 (README, "Decisions").
+REVOCATION_PENDING = ERROR_TEXTS[503]
 EXAMPLE_TIMESTAMP = "2026-05-22T16:11:27.126Z"
 ERROR_TIMESTAMP = "2026-01-15T10:30:00.000Z"
 # Fields documented with a string format that their marshmallow type doesn't give (names as in the API).
@@ -45,7 +47,8 @@ class Operation:
     """How one operation is named, and the error texts its examples show where the default isn't it.
 
     ``invalid`` is the ``field: message`` line of its 400 example, ``errors`` maps a status to the
-    texts of its example (the first is the error text, the rest detail lines).
+    texts of its example (the first is the error text, the rest detail lines); a status there that the
+    view doesn't list is documented too (an answer that comes from below the view, like a 503).
     """
 
     operation_id: str
@@ -67,7 +70,9 @@ OPERATIONS = {
     ("post", "/api/v1/auth/refresh"): Operation(
         "refreshToken", "refreshToken: Missing data for required field.", {401: ["Token has been revoked"]}
     ),
-    ("post", "/api/v1/auth/logout"): Operation("logout", "scope: Must be one of: global, local, others."),
+    ("post", "/api/v1/auth/logout"): Operation(
+        "logout", "scope: Must be one of: global, local, others.", {503: [REVOCATION_PENDING]}
+    ),
     ("get", "/api/v1/auth/me"): Operation("getMe"),
     ("post", "/api/v1/auth/complete-registration"): Operation(
         "completeRegistration",
@@ -75,7 +80,9 @@ OPERATIONS = {
         {409: [ERROR_TEXTS[409], "username: Already taken."]},
     ),
     ("get", "/api/v1/auth/sessions"): Operation("listSessions"),
-    ("delete", "/api/v1/auth/sessions/{session_id}"): Operation("deleteSession"),
+    ("delete", "/api/v1/auth/sessions/{session_id}"): Operation(
+        "deleteSession", errors={503: [REVOCATION_PENDING]}
+    ),
     ("post", "/api/v1/auth/account/deletion"): Operation("requestAccountDeletion"),
     ("delete", "/api/v1/auth/account/deletion"): Operation("cancelAccountDeletion"),
     ("get", "/api/v1/live-activities"): Operation("listLiveActivities"),
@@ -144,7 +151,10 @@ class ContractPlugin(BasePlugin):
             if described is None:
                 raise LookupError(f"{method.upper()} {path} has no operationId in allmine_auth/openapi.py")
             operation["operationId"] = described.operation_id
-            for code, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            for status in described.errors:
+                responses.setdefault(str(status), {})
+            for code, response in responses.items():
                 if code == "default":
                     continue
                 status = int(code)

@@ -201,6 +201,8 @@ def test_the_examples_are_the_seeds(spec):
             ["Resource already exists or cannot be changed in its current state"],
         ),
         ("get", "/readyz", 503, ["Service unavailable", "database: not answering"]),
+        ("post", "/api/v1/auth/logout", 503, ["Service unavailable"]),
+        ("delete", "/api/v1/auth/sessions/{session_id}", 503, ["Service unavailable"]),
     ],
 )
 def test_error_examples_carry_the_texts_the_service_sends(spec, method, path, status, errors):
@@ -217,6 +219,8 @@ def test_answers_that_say_when_to_retry_document_retry_after(spec):
     responses = spec["paths"]["/api/v1/auth/send-otp"]["post"]["responses"]
     assert responses["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
     assert "Retry-After" in spec["paths"]["/readyz"]["get"]["responses"]["503"]["headers"]
+    # A logout Redis refused: 503 with Retry-After (the sessions are ended in the database).
+    assert "Retry-After" in spec["paths"]["/api/v1/auth/logout"]["post"]["responses"]["503"]["headers"]
 
 
 def test_the_seeds_requests_match_the_request_schemas_and_wrong_ones_do_not(spec):
