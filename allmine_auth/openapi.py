@@ -2,8 +2,8 @@
 
 flask-smorest and apispec derive the spec from the marshmallow schemas; this apispec plugin finishes it:
 
-- every operation gets its ``operationId`` (``OPERATIONS``; an operation without one fails at start-up,
-  so a new route can't ship without a name for the generated clients);
+- every operation gets its ``operationId`` from ``OPERATIONS`` (a route missing there gets one made of
+  its method and path, and ``tests/test_contract.py`` fails until it is named here);
 - every answer gets an example: success bodies inside the envelope, built from the fields' examples
   (the seeds' values), and each error with ``isSuccess: false``, its own status and the texts the
   service really sends for that operation (the seeds' texts where they have one);
@@ -16,6 +16,7 @@ flask-smorest and apispec derive the spec from the marshmallow schemas; this api
 
 import dataclasses
 import json
+import re
 from http import HTTPStatus
 
 from apispec import BasePlugin
@@ -147,9 +148,7 @@ class ContractPlugin(BasePlugin):
     def operation_helper(self, path=None, operations=None, **kwargs):
         """Name each operation and put an example on each of its answers."""
         for method, operation in operations.items():
-            described = OPERATIONS.get((method, path))
-            if described is None:
-                raise LookupError(f"{method.upper()} {path} has no operationId in allmine_auth/openapi.py")
+            described = OPERATIONS.get((method, path)) or Operation(fallback_operation_id(method, path))
             operation["operationId"] = described.operation_id
             responses = operation.setdefault("responses", {})
             for status in described.errors:
@@ -196,6 +195,12 @@ class ContractPlugin(BasePlugin):
         if schema.get("nullable") and "type" not in schema:
             return None
         return FORMAT_EXAMPLES.get(schema.get("format"), TYPE_EXAMPLES.get(schema.get("type")))
+
+
+def fallback_operation_id(method, path):
+    """A name for an operation ``OPERATIONS`` lacks: ``post /api/v1/a-b/{c}`` is ``postApiV1ABC``."""
+    words = re.findall(r"[A-Za-z0-9]+", path)
+    return method + "".join(word[:1].upper() + word[1:] for word in words)
 
 
 def error_response(status, errors):
