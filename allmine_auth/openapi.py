@@ -99,6 +99,10 @@ OPERATIONS = {
     ),
     ("get", "/.well-known/jwks.json"): Operation("getJwks"),
 }
+ANY_OTHER_ERROR = (
+    "Any other error, as the envelope with its own status and texts: an unexpected failure (500), "
+    "the database out (503), a method not allowed (405)."
+)
 # Error statuses answered with ``Retry-After`` (a limit, or a revocation Redis has not taken yet).
 RETRY_STATUSES = {429, 503}
 
@@ -155,6 +159,7 @@ class ContractPlugin(BasePlugin):
                 responses.setdefault(str(status), {})
             for code, response in responses.items():
                 if code == "default":
+                    responses[code] = error_response(500, [ERROR_TEXTS[500]], description=ANY_OTHER_ERROR)
                     continue
                 status = int(code)
                 if status < 400:
@@ -203,10 +208,10 @@ def fallback_operation_id(method, path):
     return method + "".join(word[:1].upper() + word[1:] for word in words)
 
 
-def error_response(status, errors):
+def error_response(status, errors, description=None):
     """A documented error answer: the error envelope, with an example of this operation's texts."""
     response = {
-        "description": HTTPStatus(status).phrase,
+        "description": description or HTTPStatus(status).phrase,
         "content": {
             "application/json": {
                 "schema": {"$ref": "#/components/schemas/ErrorEnvelope"},

@@ -826,17 +826,7 @@ export interface components {
             }[];
         };
     };
-    responses: {
-        /** @description Default error response */
-        DEFAULT_ERROR: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["ErrorEnvelope"];
-            };
-        };
-    };
+    responses: never;
     parameters: never;
     requestBodies: never;
     headers: never;
@@ -982,7 +972,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     sendOtpEmail: {
@@ -1122,7 +1131,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     verifyOtp: {
@@ -1313,7 +1341,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     verifyOtpEmail: {
@@ -1504,7 +1551,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     refreshToken: {
@@ -1646,7 +1712,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     logout: {
@@ -1744,7 +1829,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     getMe: {
@@ -1841,7 +1945,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     listSessions: {
@@ -1901,7 +2024,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     deleteSession: {
@@ -1997,7 +2139,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     completeRegistration: {
@@ -2202,7 +2363,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     requestAccountDeletion: {
@@ -2319,7 +2499,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     cancelAccountDeletion: {
@@ -2436,7 +2635,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     listLiveActivities: {
@@ -2497,7 +2715,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     putLiveActivity: {
@@ -2623,7 +2860,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     deleteLiveActivity: {
@@ -2719,7 +2975,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     getHealth: {
@@ -2754,7 +3029,26 @@ export interface operations {
                     "application/json": components["schemas"]["StatusEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     getReadiness: {
@@ -2812,7 +3106,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
     getJwks: {
@@ -2840,7 +3153,26 @@ export interface operations {
                     "application/json": components["schemas"]["Jwks"];
                 };
             };
-            default: components["responses"]["DEFAULT_ERROR"];
+            /** @description Any other error, as the envelope with its own status and texts: an unexpected failure (500), the database out (503), a method not allowed (405). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 500,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Internal server error"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
         };
     };
 }
