@@ -66,9 +66,13 @@ OPERATIONS = {
     ("post", "/api/v1/auth/send-otp-email"): Operation(
         "sendOtpEmail", "email: Not a valid email address.", {500: [EMAIL_FAILED]}
     ),
-    ("post", "/api/v1/auth/verify-otp"): Operation("verifyOtp", "code: Must be 4 digits.", {401: [BAD_CODE]}),
+    # A login that meets a parallel one's new account or email claim (a unique constraint) is a 409,
+    # and the code stays usable for a retry: the seeds' 409 example of verify-otp.
+    ("post", "/api/v1/auth/verify-otp"): Operation(
+        "verifyOtp", "code: Must be 4 digits.", {401: [BAD_CODE], 409: [ERROR_TEXTS[409]]}
+    ),
     ("post", "/api/v1/auth/verify-otp-email"): Operation(
-        "verifyOtpEmail", "code: Must be 4 digits.", {401: [BAD_CODE]}
+        "verifyOtpEmail", "code: Must be 4 digits.", {401: [BAD_CODE], 409: [ERROR_TEXTS[409]]}
     ),
     ("post", "/api/v1/auth/refresh"): Operation(
         "refreshToken", "refreshToken: Missing data for required field.", {401: ["Token has been revoked"]}

@@ -182,6 +182,12 @@ def test_the_examples_are_the_seeds(spec):
         ("post", "/api/v1/auth/send-otp-email", 500, ["Email gönderilirken hata oluştu"]),
         ("post", "/api/v1/auth/verify-otp", 401, ["Invalid or expired code"]),
         ("post", "/api/v1/auth/verify-otp-email", 401, ["Invalid or expired code"]),
+        (
+            "post",
+            "/api/v1/auth/verify-otp",
+            409,
+            ["Resource already exists or cannot be changed in its current state"],
+        ),
         ("post", "/api/v1/auth/verify-otp", 413, ["Request body too large"]),
         (
             "post",

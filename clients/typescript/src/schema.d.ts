@@ -1279,6 +1279,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 409,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Resource already exists or cannot be changed in its current state"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Request Entity Too Large */
             413: {
                 headers: {
@@ -1482,6 +1502,26 @@ export interface operations {
                      *       "data": null,
                      *       "errors": [
                      *         "Invalid or expired code"
+                     *       ],
+                     *       "timestamp": "2026-01-15T10:30:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "isSuccess": false,
+                     *       "statusCode": 409,
+                     *       "data": null,
+                     *       "errors": [
+                     *         "Resource already exists or cannot be changed in its current state"
                      *       ],
                      *       "timestamp": "2026-01-15T10:30:00.000Z"
                      *     }
