@@ -237,7 +237,9 @@ def test_the_seeds_requests_match_the_request_schemas_and_wrong_ones_do_not(spec
     assert not verify.is_valid({"countryCode": "90", "phoneNumber": "5551234567"})
     assert not verify.is_valid({**required_only, "phoneNumber": 5551234567})
     assert not verify.is_valid({**required_only, "extra": "x"})
-    assert validator(spec, component(spec, "Email")).is_valid({"email": "john@example.com"})
+    email = validator(spec, component(spec, "Email"))
+    assert email.is_valid({"email": "john@example.com"})
+    assert not email.is_valid({"email": "john.example.com"})
     assert validator(spec, component(spec, "Refresh")).is_valid({"refreshToken": "sample"})
 
 
