@@ -10,7 +10,7 @@ SOAK_SECONDS ?= 600
 HOST ?= 127.0.0.1
 export PORT
 
-.PHONY: run test lint format bench soak migrate seed clean system-packages
+.PHONY: run test lint format bench soak migrate seed clean system-packages types check-types
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,12 +43,45 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 # Debian packages the suite needs, as command:package; each is installed when its command is missing.
-DEBIAN_TOOLS := nginx:nginx
+# nginx: tests/test_nginx.py; node and npm: the TypeScript client's types; chromium: the Swagger UI test.
+DEBIAN_TOOLS := nginx:nginx node:nodejs npm:npm chromium:chromium
+
+# The TypeScript client (clients/typescript): its npm packages are pinned in package-lock.json, and its
+# types are generated from the spec. The spec is written with fixed server URLs, so it is the same file
+# on every machine.
+CLIENT := clients/typescript
+SPEC_ENV := APP_ENV=development API_SERVER_PRODUCTION_URL=https://api.allmine.app \
+	API_SERVER_DEVELOPMENT_URL=http://127.0.0.1:5000
+
+$(CLIENT)/node_modules/.installed: $(CLIENT)/package-lock.json
+	@sh .ci/debian-packages $(DEBIAN_TOOLS)
+	cd $(CLIENT) && npm ci --no-audit --no-fund
+	@touch $@
+
+# make types: regenerate clients/typescript/openapi.json and src/schema.d.ts from the code (commit both).
+types: $(VENV)/.installed $(CLIENT)/node_modules/.installed
+	$(SPEC_ENV) $(BIN)/flask --app allmine_auth openapi write $(CLIENT)/openapi.json
+	cd $(CLIENT) && npx --no-install openapi-typescript openapi.json --output src/schema.d.ts
+
+# The committed spec and types must be what the code generates, and the client and its type test
+# (the seeds' examples through the client) must pass tsc --strict.
+check-types: $(VENV)/.installed $(CLIENT)/node_modules/.installed
+	@mkdir -p $(CLIENT)/build
+	$(SPEC_ENV) $(BIN)/flask --app allmine_auth openapi write $(CLIENT)/build/openapi.json
+	cd $(CLIENT) && npx --no-install openapi-typescript build/openapi.json --output build/schema.d.ts
+	@for file in openapi.json schema.d.ts; do \
+		committed=$(CLIENT)/$$file; [ $$file = openapi.json ] || committed=$(CLIENT)/src/$$file; \
+		diff -u $$committed $(CLIENT)/build/$$file >/dev/null || { \
+			diff -u $$committed $(CLIENT)/build/$$file | head -40; \
+			echo "$$committed differs from the spec the code generates: run make types and commit it" >&2; \
+			exit 1; }; \
+	done
+	cd $(CLIENT) && npx --no-install tsc --strict --noEmit -p .
 
 system-packages:
 	@sh .ci/debian-packages $(DEBIAN_TOOLS)
 
-test: lint system-packages
+test: lint system-packages check-types
 	$(BIN)/pytest
 
 # Needs PostgreSQL and Redis (SOAK_DATABASE_URL, SOAK_REDIS_URL: a database and a Redis db of its own).
@@ -60,4 +93,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info $(CLIENT)/node_modules $(CLIENT)/build

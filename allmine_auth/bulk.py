@@ -5,6 +5,9 @@ SQLAlchemy Core ``insert()`` in batches of ``batch_size`` (one ``executemany``
 per batch, which SQLAlchemy turns into multi-row ``INSERT ... VALUES`` pages).
 Each user gets a random UUID and the phone number ``+90532`` followed by its
 7-digit index, so seeding is repeatable and ``start`` continues an earlier run.
+Numbers that already have a user (an earlier run over the same range, or a
+person who logged in with one) are skipped, so running a seed twice adds nothing
+the second time instead of failing on the unique phone number.
 Every other column takes the model's own default (evaluated once, as they are
 constants: ``roles=["user"]``, counters 0, flags false) or stays NULL, so a
 column added to ``User`` later is filled the same way the ORM would.
@@ -52,12 +55,27 @@ def constant_defaults(table, now):
     return values
 
 
-def user_rows(start, count, shared):
-    """``(id, phone_e164, country_code, phone_number, *shared values)`` for users ``start..start+count``."""
+def user_rows(start, count, shared, skip=frozenset()):
+    """``(id, phone_e164, country_code, phone_number, *shared values)`` for users ``start..start+count``,
+    leaving out the indexes in ``skip``."""
     shared_values = tuple(shared.values())
     for index in range(start, start + count):
+        if index in skip:
+            continue
         phone = phone_for(index)
         yield (uuid.uuid4(), phone, "90", phone[3:], *shared_values)
+
+
+def taken_indexes(start, count):
+    """The indexes in ``start..start+count`` whose numbers already have a user (one index range read)."""
+    phones = db.session.scalars(
+        sa.select(User.phone_e164).where(
+            User.phone_e164.between(phone_for(start), phone_for(start + count - 1))
+        )
+    )
+    # Only the seeded numbers' exact shape: between() also lets through longer strings in that range.
+    width = len(phone_for(0))
+    return {int(phone[len(PHONE_PREFIX) :]) for phone in phones if len(phone) == width}
 
 
 def insert_batches(rows, columns, batch_size):
@@ -116,6 +134,8 @@ def copy_batches(rows, columns, batch_size):
 def seed_users(count, *, start=0, batch_size=10_000, method=None, progress=None):
     """Insert ``count`` users numbered from ``start``; return how many were inserted.
 
+    Numbers that already have a user are skipped (and not counted).
+
     ``method`` is ``"copy"`` (PostgreSQL only) or ``"insert"``; by default
     COPY on PostgreSQL, Core inserts elsewhere. ``progress(done, elapsed)`` is
     called after each batch when given. Runs ``VACUUM (ANALYZE)`` afterwards
@@ -133,7 +153,7 @@ def seed_users(count, *, start=0, batch_size=10_000, method=None, progress=None)
     total = 0
     for first in range(start, start + count, batch_size):
         size = min(batch_size, start + count - first)
-        rows = user_rows(first, size, shared)
+        rows = user_rows(first, size, shared, skip=taken_indexes(first, size))
         total += (copy_batches if method == "copy" else insert_batches)(rows, columns, batch_size)
         if progress is not None:
             progress(total, time.perf_counter() - started)

@@ -82,6 +82,8 @@ def seed_command(users, start):
             progress=lambda done, seconds: click.echo(f"{done:,} users in {seconds:.0f} s"),
         )
         click.echo(f"Inserted {inserted:,} users.")
+        if inserted < users:
+            click.echo(f"Skipped {users - inserted:,} numbers that already had a user.")
     user = seed_demo_user()
     click.echo(f"Demo user {user.username} ({user.phone_e164}) is ready.")
     fixed = current_app.config["OTP_TEST_DESTINATIONS"].get(user.phone_e164)
@@ -185,7 +187,10 @@ def audit_command(user_ref, destination, trips, limit):
         user = find_user(user_ref)
         conditions.append(AuthEvent.user_id == user.id)
         conditions += [AuthEvent.destination == value for value in (user.phone_e164, user.email) if value]
-    for event in db.session.scalars(query.where(sa.or_(*conditions))):
+    events = db.session.scalars(query.where(sa.or_(*conditions))).all()
+    if not events:
+        click.echo("no events")
+    for event in events:
         click.echo(
             f"{event.created_at.isoformat(timespec='seconds')}  {event.kind:<18} "
             f"{event.destination or '-':<28} user={event.user_id or '-'} ip={event.ip or '-'} "

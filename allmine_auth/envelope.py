@@ -1,7 +1,7 @@
 """The one response envelope, and the glue that puts every response in it.
 
 Every answer is ``{isSuccess, statusCode, data, errors, timestamp}``
-(``../shared/API.md``). Success bodies are wrapped by ``Blueprint``; every
+(``docs/API.md``). Success bodies are wrapped by ``Blueprint``; every
 error, whatever layer raised it, is rendered by ``error_response``.
 """
 
@@ -251,16 +251,22 @@ class EnvelopeJSONProvider(DefaultJSONProvider):
 class EnvelopeSchema(ma.Schema):
     """Documentation of the envelope around every response."""
 
-    isSuccess = ma.fields.Boolean(required=True)
+    isSuccess = ma.fields.Boolean(required=True, metadata={"enum": [True]})
     statusCode = ma.fields.Integer(required=True)
     errors = ma.fields.List(ma.fields.String(), required=True)
-    timestamp = ma.fields.String(required=True, metadata={"example": "2026-05-22T16:11:27.126Z"})
+    timestamp = ma.fields.String(
+        required=True, metadata={"example": "2026-05-22T16:11:27.126Z", "format": "date-time"}
+    )
 
 
 class ErrorEnvelopeSchema(EnvelopeSchema):
     """An error: ``data`` is null, ``errors`` starts with the error text."""
 
-    data = ma.fields.Raw(allow_none=True, required=True, metadata={"example": None})
+    # Examples of an error (Swagger UI shows them for answers that have no example of their own).
+    isSuccess = ma.fields.Boolean(required=True, metadata={"enum": [False], "example": False})
+    statusCode = ma.fields.Integer(required=True, metadata={"example": 500})
+    data = ma.fields.Raw(allow_none=True, required=True, metadata={"enum": [None], "example": None})
+    errors = ma.fields.List(ma.fields.String(), required=True, metadata={"example": [ERROR_TEXTS[500]]})
 
 
 RETRY_AFTER = {

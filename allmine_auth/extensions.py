@@ -8,6 +8,7 @@ from sqlalchemy.orm import DeclarativeBase
 from allmine_auth.envelope import Api
 from allmine_auth.jwt_cache import CachingJWTManager
 from allmine_auth.netutil import client_ip
+from allmine_auth.openapi import ContractPlugin
 
 
 class Base(DeclarativeBase):
@@ -16,7 +17,8 @@ class Base(DeclarativeBase):
 
 # Objects stay readable after a commit without another SELECT: a request never needs the reload.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-api = Api()
+# The plugin finishes the spec as the exact contract (operationIds, examples, required, formats).
+api = Api(spec_kwargs={"extra_plugins": [ContractPlugin()]})
 jwt = CachingJWTManager()
 
 

@@ -16,6 +16,7 @@ from config import TestingConfig
 from tests.fakes import free_port
 from tests.faults import pg_proxy, redis_proxy  # noqa: F401  (fixtures for every module)
 from tests.parallel import threaded_server
+from tests.spec_conformance import conforms_to_spec  # noqa: F401  (every answer checked against the spec)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PHONE = {"countryCode": "90", "phoneNumber": "5321234567"}

@@ -1,4 +1,4 @@
-"""The one-time code engine, shared by SMS and email (rules: ``../shared/API.md``).
+"""The one-time code engine, shared by SMS and email (rules: ``docs/API.md``).
 
 A code is drawn with ``secrets`` and kept only as an HMAC of channel,
 destination and code. The right code deletes its row in one statement

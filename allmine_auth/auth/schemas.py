@@ -104,7 +104,7 @@ class PhoneSchema(ma.Schema):
 class EmailSchema(ma.Schema):
     """An email address."""
 
-    email = Text(required=True, validate=validate.Length(3, 254), metadata={"example": "user@example.com"})
+    email = Text(required=True, validate=validate.Length(3, 254), metadata={"example": "john@example.com"})
 
     load_destination = destination_loader(lambda data: email_destination(data["email"]))
 
@@ -149,7 +149,7 @@ class PhoneCodeSentSchema(ma.Schema):
 class EmailCodeSentSchema(ma.Schema):
     """``send-otp-email`` answer; ``code`` only where code echo is on (development)."""
 
-    email = fields.String(required=True, metadata={"example": "user@example.com"})
+    email = fields.String(required=True, metadata={"example": "john@example.com"})
     code = fields.String(metadata={"example": "1234", "description": "Only in development (code echo)."})
 
 
@@ -163,9 +163,9 @@ def flag(name):
     return attr(name, fields.Boolean, allow_none=False)
 
 
-def count(name):
+def count(name, example=0):
     """A read-only counter that is never ``null``."""
-    return attr(name, fields.Integer, allow_none=False)
+    return attr(name, fields.Integer, allow_none=False, metadata={"example": example})
 
 
 def strings(name, example):
@@ -192,7 +192,7 @@ class UserSchema(ma.Schema):
     gender = attr("gender", metadata={"example": "male"})
     interests = strings("interests", ["music"])
     expertise = attr("expertise", metadata={"example": "designer"})
-    email = attr("email", metadata={"example": "user@example.com"})
+    email = attr("email", metadata={"example": "john@example.com"})
     isEmailVerified = flag("email_verified")
     bio = attr("bio", metadata={"example": "Passionate about technology and travel"})
     instagram = attr("instagram", metadata={"example": "myinstagram"})
@@ -208,14 +208,17 @@ class UserSchema(ma.Schema):
     consentFormVersion = attr("consent_form_version", metadata={"example": "1.0.0"})
     isRegistrationComplete = flag("is_registration_complete")
     roles = strings("roles", ["user"])
-    followersCount = count("followers_count")
-    followingCount = count("following_count")
-    minutePriceInLiveStream = count("minute_price_in_live_stream")
-    creditBalance = count("credit_balance")
+    followersCount = count("followers_count", 128)
+    followingCount = count("following_count", 256)
+    minutePriceInLiveStream = count("minute_price_in_live_stream", 1)
+    creditBalance = count("credit_balance", 500)
     lastLogin = attr("last_login", UtcDateTime)
     timezone = attr("timezone", metadata={"example": "Europe/Istanbul"})
     lastUsernameChangeDate = attr("last_username_change_date", UtcDateTime)
-    accountDeletionStatus = attr("account_deletion_status")
+    accountDeletionStatus = attr(
+        "account_deletion_status",
+        metadata={"example": "pending", "description": "`pending`, `cancelled`, `finalized`, or null."},
+    )
     accountDeletionRequestedAt = attr("account_deletion_requested_at", UtcDateTime)
     accountDeletionScheduledFor = attr("account_deletion_scheduled_for", UtcDateTime)
     accountDeletionCancelledAt = attr("account_deletion_cancelled_at", UtcDateTime)
@@ -225,8 +228,8 @@ class UserSchema(ma.Schema):
 class TokenPairSchema(ma.Schema):
     """The tokens of a login or refresh; lifetimes in seconds."""
 
-    accessToken = fields.String(attribute="access_token", required=True)
-    refreshToken = fields.String(attribute="refresh_token", required=True)
+    accessToken = fields.String(attribute="access_token", required=True, metadata={"example": "sample"})
+    refreshToken = fields.String(attribute="refresh_token", required=True, metadata={"example": "sample"})
     expiresIn = fields.Integer(attribute="expires_in", required=True, metadata={"example": 3600})
     refreshExpiresIn = fields.Integer(
         attribute="refresh_expires_in", required=True, metadata={"example": 2592000}
