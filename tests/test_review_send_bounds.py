@@ -17,12 +17,14 @@ def burn(auth, code):
 def test_burning_a_code_does_not_skip_the_resend_interval(client, auth):
     # Three wrong guesses used to delete the code's row, and with it the resend interval's clock:
     # a stranger's number got its next SMS at once instead of a minute later.
-    burn(auth, assert_envelope(auth.send(), 201)["code"])
+    spent = assert_envelope(auth.send(), 201)["code"]
+    burn(auth, spent)
     travel(5)
     response = auth.send()
     assert_error(response, 429, TOO_MANY)
     assert 54 <= int(response.headers["Retry-After"]) <= 56
-    # The spent code stays spent: its right value is refused too.
+    # The spent code stays spent: its right value is refused too. After the interval a new code works.
+    assert_error(auth.verify(spent), 401, INVALID)
     travel(56)
     code = assert_envelope(auth.send(), 201)["code"]
     assert_envelope(auth.verify(code), 200)
