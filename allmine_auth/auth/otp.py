@@ -240,8 +240,8 @@ def lock_destination(destination, client, now, counter):
     )
 
 
-def record_failure(destination, client, now, burn_code_id=None):
-    """Record a failed check against a live code, burn a spent code, lock after too many failures; commit.
+def record_failure(destination, client, now):
+    """Record a failed check against a live code, lock after too many failures; commit.
 
     Committed here, before the 401 is raised, so nothing a failing check
     wrote is lost to what the request does next. If a parallel request has
@@ -254,8 +254,6 @@ def record_failure(destination, client, now, burn_code_id=None):
         # Locked by a parallel check since this one's lock check: undo the attempt counted on the code.
         db.session.rollback()
         raise RateLimited(retry_after=seconds_until(lock_end(destination, now), now))
-    if burn_code_id is not None:
-        db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.id == burn_code_id))
     audit.record(Event.CODE_FAILED, client, destination=destination, now=now)
     if counter.failures >= current_app.config["OTP_LOCK_AFTER_FAILURES"]:
         lock_destination(destination, client, now, counter)
@@ -293,8 +291,9 @@ def consume_code(destination, code, client=None, *, now=None):
     if row is None and fixed is None:
         # Nothing live to guess at: counting it would let anyone lock a stranger's number out for free.
         raise InvalidCode()
-    spent = row is not None and row.attempts >= current_app.config["OTP_MAX_ATTEMPTS"]
-    record_failure(destination, client, now, burn_code_id=row.id if spent else None)
+    # A spent code (attempts used up) is no longer live but keeps its row: its ``created_at`` holds the
+    # resend interval, which deleting it would let three wrong guesses skip. A new code replaces it.
+    record_failure(destination, client, now)
     raise InvalidCode()
 
 
