@@ -1,4 +1,4 @@
-"""An attacker's review of the per-destination send bounds: each test is a way past a bound that was open."""
+"""The per-destination send bounds hold whatever the guesses: a spent code still keeps the resend wait."""
 
 from tests.conftest import assert_envelope, assert_error
 from tests.timeshift import travel
