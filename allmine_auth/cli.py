@@ -150,6 +150,9 @@ def revoke_command(user_ref):
             "the workers deliver it to Redis as soon as it answers.",
             err=True,
         )
+        # Not "at once" then (a worker reaching a Redis this one can't accepts the tokens until the outbox is
+        # delivered): a script must see it, as an app sees a logout's 503; a rerun announces again.
+        raise click.exceptions.Exit(1)
 
 
 @click.command("live-activities")

@@ -34,3 +34,25 @@ def test_a_refresh_moves_the_cached_end_of_its_session(make_app):
         response = me(client, pair["accessToken"])
         assert response.status_code == 200, response.get_json()
         assert_envelope(response, 200, data=response.get_json()["data"])
+
+
+@needs_redis
+def test_flask_revoke_that_redis_refused_fails_so_a_script_retries(make_app, redis_proxy):
+    """``flask revoke`` promises tokens refused on every worker: if Redis refused it, the exit status says so.
+
+    The revocation is in the database and the outbox either way; a second run, once Redis answers,
+    announces it again and succeeds.
+    """
+    app = make_app(fresh=True, REDIS_URL=redis_proxy.route(REDIS_URL), CACHE_OUTBOX_INTERVAL=3600)
+    with app.app_context():
+        login = AuthActions(app.test_client()).login()
+        user_id = login["user"]["id"]
+        redis_proxy.cut()
+        result = app.test_cli_runner().invoke(args=["revoke", "--user", user_id])
+        assert result.exit_code == 1, result.output
+        assert f"Ended 1 sessions of user {user_id}." in result.stdout
+        assert "Redis did not answer" in result.stderr
+        redis_proxy.restore()
+        time.sleep(1.1)  # this process reads around Redis for a moment after a failure
+        again = app.test_cli_runner().invoke(args=["revoke", "--user", user_id])
+        assert (again.exit_code, again.output) == (0, f"Ended 0 sessions of user {user_id}.\n")
