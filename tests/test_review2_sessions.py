@@ -5,7 +5,9 @@ import time
 
 import pytest
 
-from tests.conftest import AuthActions, assert_envelope
+from allmine_auth import create_app
+from config import ConfigError
+from tests.conftest import AuthActions, assert_envelope, make_config
 from tests.test_tokens import me, refresh
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
@@ -56,3 +58,15 @@ def test_flask_revoke_that_redis_refused_fails_so_a_script_retries(make_app, red
         time.sleep(1.1)  # this process reads around Redis for a moment after a failure
         again = app.test_cli_runner().invoke(args=["revoke", "--user", user_id])
         assert (again.exit_code, again.output) == (0, f"Ended 0 sessions of user {user_id}.\n")
+
+
+@pytest.mark.parametrize("name", ["SESSION_CACHE_TTL", "PROFILE_CACHE_TTL", "CACHE_OUTBOX_INTERVAL"])
+@pytest.mark.parametrize("seconds", [0, -1])
+def test_a_cache_life_or_outbox_interval_under_a_second_is_refused_at_start(app, name, seconds):
+    """Redis refuses ``SET ... EX 0``: with a cache TTL of 0 every logout would answer 503 for ever.
+
+    (``app``: a valid app beside the refused one, whose spec the suite's conformance check reads.)
+    """
+    with pytest.raises(ConfigError) as raised:
+        create_app(make_config(**{name: seconds}))
+    assert str(raised.value) == f"{name} must be at least 1 (seconds), got {seconds}"
