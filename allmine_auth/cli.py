@@ -75,6 +75,8 @@ def seed_demo_user():
 )
 def seed_command(users, start):
     """Load the demo data (idempotent) and say how to log in with it; ``--users N`` adds N users fast."""
+    if start + users > MAX_USERS:
+        raise click.UsageError(f"users are numbered 0..{MAX_USERS - 1}; {start}+{users} does not fit")
     if users:
         inserted = seed_users(
             users,
