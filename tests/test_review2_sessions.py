@@ -60,9 +60,9 @@ def test_flask_revoke_that_redis_refused_fails_so_a_script_retries(make_app, red
         assert (again.exit_code, again.output) == (0, f"Ended 0 sessions of user {user_id}.\n")
 
 
-@pytest.mark.parametrize("name", ["SESSION_CACHE_TTL", "PROFILE_CACHE_TTL", "CACHE_OUTBOX_INTERVAL"])
+@pytest.mark.parametrize("name", ["SESSION_CACHE_TTL", "PROFILE_CACHE_TTL"])
 @pytest.mark.parametrize("seconds", [0, -1])
-def test_a_cache_life_or_outbox_interval_under_a_second_is_refused_at_start(app, name, seconds):
+def test_a_cache_life_under_a_second_is_refused_at_start(app, name, seconds):
     """Redis refuses ``SET ... EX 0``: with a cache TTL of 0 every logout would answer 503 for ever.
 
     (``app``: a valid app beside the refused one, whose spec the suite's conformance check reads.)
