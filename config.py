@@ -266,6 +266,11 @@ class Config:
                 f"ATTESTATION_PROVIDER must be one of {', '.join(ATTESTATION_PROVIDERS)}, "
                 f"got {cls.ATTESTATION_PROVIDER!r}"
             )
+        for name in ("SESSION_CACHE_TTL", "PROFILE_CACHE_TTL"):
+            # Redis refuses an expiry of 0 ("invalid expire time"): every revocation would wait in the outbox
+            # and every logout answer 503.
+            if getattr(cls, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 (seconds), got {getattr(cls, name)}")
         if cls.SMS_SUSPECT_LIMIT_DIVISOR < 1 or cls.SMS_TRIP_FACTOR < 1 or cls.SMS_BASELINE_HOURS < 1:
             raise ConfigError(
                 "SMS_SUSPECT_LIMIT_DIVISOR, SMS_TRIP_FACTOR and SMS_BASELINE_HOURS must be >= 1"

@@ -136,9 +136,20 @@ def redacted_query(query):
 
 
 def redacted_uri(uri):
-    """A request URI for a log line: its query string's values redacted (``redacted_query``)."""
+    """A request URI for a log line: its path masked, its query string's values redacted."""
     path, question_mark, query = uri.partition("?")
-    return path + question_mark + (redacted_query(query) or "")
+    return masked(path) + question_mark + (redacted_query(query) or "")
+
+
+def masked(text):
+    """``text`` (a path, a User-Agent) with phone numbers, email addresses and tokens masked, as in the app.
+
+    Imported here, not at the top: the master reads this file before it sets
+    ``PROMETHEUS_MULTIPROC_DIR``, and the app's package must not be imported before that.
+    """
+    from allmine_auth.privacy import mask_text
+
+    return mask_text(text) if text else text
 
 
 class JsonAccessLogger(glogging.Logger):
@@ -174,12 +185,12 @@ class JsonAccessLogger(glogging.Logger):
             "request_id": request_id,
             "remote_addr": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
+            "path": masked(environ.get("PATH_INFO")),
             "query": redacted_query(environ.get("QUERY_STRING")),
             "status": int(status),
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "user_agent": masked(environ.get("HTTP_USER_AGENT")),
             "pid": os.getpid(),
         }
         try:

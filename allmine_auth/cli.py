@@ -75,6 +75,8 @@ def seed_demo_user():
 )
 def seed_command(users, start):
     """Load the demo data (idempotent) and say how to log in with it; ``--users N`` adds N users fast."""
+    if start + users > MAX_USERS:
+        raise click.UsageError(f"users are numbered 0..{MAX_USERS - 1}; {start}+{users} does not fit")
     if users:
         inserted = seed_users(
             users,
@@ -150,6 +152,9 @@ def revoke_command(user_ref):
             "the workers deliver it to Redis as soon as it answers.",
             err=True,
         )
+        # Not "at once" then (a worker reaching a Redis this one can't accepts the tokens until the outbox is
+        # delivered): a script must see it, as an app sees a logout's 503; a rerun announces again.
+        raise click.exceptions.Exit(1)
 
 
 @click.command("live-activities")

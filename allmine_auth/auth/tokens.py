@@ -287,7 +287,13 @@ def session_expiry(sid, prefetch=()):
     key = SESSION_CACHE_PREFIX + sid
     client, cached = read_cached(key, prefetch)
     if cached is not None:
-        return float(cached)
+        expiry = float(cached)
+        # A cached end that has come may have moved since: a refresh slides it in the database, not here.
+        # Only a revocation is final; an end that has passed is confirmed by the database (no fill: the
+        # entry may not be overwritten, and it goes with its TTL).
+        if cached == REVOKED or expiry > utcnow().timestamp():
+            return expiry
+        client = None
     try:
         session_id = uuid.UUID(sid)
     except ValueError:

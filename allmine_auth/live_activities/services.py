@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from allmine_auth.errors import NotFound, ValidationFailed
+from allmine_auth.errors import NotFound, TokenRevoked, ValidationFailed
 from allmine_auth.extensions import db
-from allmine_auth.models import LiveActivity, upsert, utcnow
+from allmine_auth.models import LiveActivity, Session, upsert, utcnow
 
 MAX_LIFE = timedelta(hours=12)
 ACTIVITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -40,6 +40,23 @@ def register_activity(user_id, session_id, activity_id, fields, now=None):
         raise ValidationFailed("expiresAt: Must be in the future.")
     if expires_at > now + MAX_LIFE:
         raise ValidationFailed("expiresAt: At most 12 hours from now.")
+    # The token check may have read a cached state, and a logout may commit between it and this write: the
+    # session must be active in the database, and stay so until this commits (FOR SHARE: a revocation's
+    # UPDATE waits, then deletes this row with the others). Else no push target outlives its session, and
+    # a session's row purged meanwhile is a 401, not a foreign-key 500.
+    active = db.session.scalar(
+        sa.select(Session.id)
+        .where(
+            Session.id == session_id,
+            Session.user_id == user_id,
+            Session.revoked_at.is_(None),
+            Session.expires_at > now,
+        )
+        .with_for_update(read=True)
+    )
+    if active is None:
+        db.session.rollback()
+        raise TokenRevoked()
     changes = {
         "session_id": session_id,
         "push_token": fields["push_token"].lower(),
