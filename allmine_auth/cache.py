@@ -158,32 +158,6 @@ def fill_cached(client, key, value, ttl):
         log.warning("Redis unavailable; %s not cached", key.rsplit(":", 2)[-2])
 
 
-# Replace a cached value unless it is absent (nothing to correct) or the mark a revocation wrote.
-_MOVE_UNLESS_MARKED = """
-local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-return 1
-"""
-
-
-def move_cached(key, value, mark):
-    """Correct a cached ``key`` to ``value`` (a session's end that moved), never over ``mark``.
-
-    One atomic script: a revocation's mark written meanwhile stays, and so
-    does its absence (a later read fills it from the database). If Redis
-    fails, the old value lives out its TTL, on the safe side: an earlier end.
-    """
-    client = get_redis()
-    if client is None:
-        return
-    try:
-        client.eval(_MOVE_UNLESS_MARKED, 1, key, value, mark)
-    except redis.RedisError:
-        health().failed()
-        log.warning("Redis unavailable; a moved %s not cached", key.rsplit(":", 2)[-2])
-
-
 PENDING = "allmine_redis_writes"
 UNDELIVERED = "allmine_redis_undelivered"
 

@@ -446,28 +446,6 @@ def test_a_session_ends_at_its_end_time_even_with_unexpired_tokens(client, auth)
     assert_works(client, other)
 
 
-@needs_redis
-def test_a_refresh_moves_the_cached_end_of_its_session_but_never_a_revocation(app, client, auth):
-    login = auth.login()
-    assert_envelope(me(client, login["accessToken"]), 200)
-    cache = app.extensions["allmine_redis"]
-    key = tokens.SESSION_CACHE_PREFIX + sid(login)
-    # The session was about to end (nearly 30 days without a refresh), and the cache holds that end.
-    soon = utcnow() + timedelta(seconds=1)
-    db.session.execute(sa.update(Session).where(Session.id == uuid.UUID(sid(login))).values(expires_at=soon))
-    db.session.commit()
-    cache.set(key, repr(soon.timestamp()), ex=app.config["SESSION_CACHE_TTL"])
-    pair = assert_envelope(refresh(client, login["refreshToken"]), 200)
-    assert float(cache.get(key)) == session_row(login).expires_at.timestamp()
-    assert 0 < cache.ttl(key) <= app.config["SESSION_CACHE_TTL"]
-    time.sleep(1.1)  # past the old end: the refreshed session's tokens still work
-    assert_envelope(me(client, pair["accessToken"]), 200)
-    # A revocation's mark stays whatever a refresh that raced it writes afterwards.
-    cache.set(key, tokens.REVOKED, ex=60)
-    tokens.move_cached(key, repr(time.time() + 3600), tokens.REVOKED)
-    assert cache.get(key) == tokens.REVOKED
-
-
 def test_each_refresh_gives_the_session_a_full_life_again(app, auth):
     login = auth.login()
     end = session_row(login).expires_at

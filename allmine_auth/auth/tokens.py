@@ -17,7 +17,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from allmine_auth import audit
 from allmine_auth.audit import Event
 from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
-from allmine_auth.cache import fill_cached, move_cached, read_cached, set_after_commit, undelivered
+from allmine_auth.cache import fill_cached, read_cached, set_after_commit, undelivered
 from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, ServiceUnavailable, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
@@ -149,8 +149,6 @@ def rotate_refresh_token(token, client=None, *, now=None):
             audit.record(Event.REFRESH, client, user_id=rotated.user_id, session_id=sid, now=now)
             db.session.commit()
     if rotated:
-        # The session's end moved: a cached end from before would refuse its tokens early.
-        move_cached(SESSION_CACHE_PREFIX + str(sid), repr(rotated.expires_at.timestamp()), REVOKED)
         return mint_tokens(rotated.user_id, rotated.complete, rotated, new_jti, now)
     session = db.session.get(Session, sid, populate_existing=True)
     if session is None or not session.is_active(now):

@@ -1,4 +1,4 @@
-"""Sessions and the Redis cache of their state, as an attacker and an operator find them (review 2)."""
+"""Sessions and the Redis cache of their state: ends that move, revocations that stay, bad TTLs."""
 
 import os
 import time

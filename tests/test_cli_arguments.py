@@ -1,4 +1,4 @@
-"""The operator's commands answer a wrong argument with a usage error, not a traceback (review 2)."""
+"""The operator's commands answer a wrong argument with a usage error, not a traceback."""
 
 import sqlalchemy as sa
 

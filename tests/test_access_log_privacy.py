@@ -1,4 +1,4 @@
-"""gunicorn's access lines keep personal data and tokens out too (review 2)."""
+"""gunicorn's access lines keep personal data and tokens out too."""
 
 import json
 import time

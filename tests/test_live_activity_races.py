@@ -1,4 +1,4 @@
-"""Live Activities of a session that ended between the token check and the write (review 2)."""
+"""Live Activities of a session that ended between the token check and the write."""
 
 import os
 
