@@ -74,6 +74,16 @@ def close_app(app):
             client.close()
 
 
+def file_database(directory):
+    """A SQLite file in ``directory`` with the schema made, for servers in other processes; its URL."""
+    url = f"sqlite:///{directory / 'auth.db'}"
+    schema_app = create_app(make_config(SQLALCHEMY_DATABASE_URI=url))
+    with schema_app.app_context():
+        db.create_all()
+    close_app(schema_app)
+    return url
+
+
 @pytest.fixture
 def make_app():
     """Build apps with other settings, on the same storage as ``app`` (not reset); closed after the test."""

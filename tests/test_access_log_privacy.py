@@ -7,9 +7,7 @@ import urllib.request
 
 import pytest
 
-from allmine_auth import create_app
-from allmine_auth.extensions import db
-from tests.conftest import close_app, make_config
+from tests.conftest import file_database
 from tests.servers import gunicorn_server
 
 EMAIL = "john.doe@example.com"
@@ -21,11 +19,7 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 def one_worker(tmp_path_factory):
     """A 1-worker gunicorn on a file database; its base URL and logs."""
     base = tmp_path_factory.mktemp("gunicorn")
-    url = f"sqlite:///{base / 'auth.db'}"
-    schema_app = create_app(make_config(SQLALCHEMY_DATABASE_URI=url))
-    with schema_app.app_context():
-        db.create_all()
-    close_app(schema_app)
+    url = file_database(base)
     started = {}
     with gunicorn_server(
         {"TEST_DATABASE_URL": url}, workers=1, on_start=lambda process, logs: started.update(logs=logs)

@@ -24,6 +24,7 @@ from allmine_auth.jwt_cache import VerifiedTokens
 from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User
 from config import ConfigError, ProductionConfig, TestingConfig
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
+from tests.test_app import SAFE_PRODUCTION
 from tests.test_registration import PROFILE
 
 API = "/api/v1/auth"
@@ -443,24 +444,13 @@ def test_a_hostile_session_id_in_the_path_is_a_404_and_ends_nothing(client, worl
 
 
 # Production's secret check.
-PRODUCTION = {
-    "SECRET_KEY": "x" * 40,
-    "OTP_SECRET_KEY": "o" * 40,
-    "OTP_ECHO": False,
-    "SMS_PROVIDER": "netgsm",
-    "EMAIL_PROVIDER": "smtp",
-    "NETGSM_USERCODE": "u",
-    "NETGSM_PASSWORD": "p",
-    "NETGSM_HEADER": "ALLMINE",
-    "SQLALCHEMY_DATABASE_URI": "sqlite://",
-}
 
 
 # (HS256 was checked already.)
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
 @pytest.mark.parametrize("secret", [config.DEFAULT_SECRET, "short"])
 def test_production_needs_a_real_secret_for_every_hmac_algorithm(algorithm, secret):
-    settings = {**PRODUCTION, "JWT_ALGORITHM": algorithm, "JWT_SECRET_KEY": secret}
+    settings = {**SAFE_PRODUCTION, "JWT_ALGORITHM": algorithm, "JWT_SECRET_KEY": secret}
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY must be set"):
         create_app(type("P", (ProductionConfig,), settings))
 

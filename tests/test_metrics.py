@@ -16,10 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from allmine_auth import create_app, metrics
-from allmine_auth.extensions import db
+from allmine_auth import metrics
 from allmine_auth.notify import DeliveryError
-from tests.conftest import assert_error, close_app, make_config
+from tests.conftest import assert_error, file_database
 from tests.servers import ROOT, ServerLogs, gunicorn_server, server_env, stop
 
 SESSION_ROUTE = "/api/v1/auth/sessions/<uuid:session_id>"
@@ -222,11 +221,7 @@ def healthz_count_by_worker(directory):
 def two_workers(tmp_path_factory):
     """A 2-worker gunicorn on a file database, its metrics files in a directory of the test's."""
     base = tmp_path_factory.mktemp("gunicorn")
-    url = f"sqlite:///{base / 'auth.db'}"
-    schema_app = create_app(make_config(SQLALCHEMY_DATABASE_URI=url))
-    with schema_app.app_context():
-        db.create_all()
-    close_app(schema_app)
+    url = file_database(base)
     metrics_dir = base / "prometheus"
     env = {"TEST_DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     started = {}

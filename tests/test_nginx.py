@@ -23,9 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from allmine_auth import create_app
-from allmine_auth.extensions import db
-from tests.conftest import TIMESTAMP, close_app, make_config
+from tests.conftest import TIMESTAMP, file_database
 from tests.fakes import free_port
 from tests.servers import ROOT, gunicorn_server
 
@@ -150,11 +148,7 @@ class Front:
 def front(tmp_path_factory):
     """The real service under gunicorn, on a file database, with nginx in front."""
     base = tmp_path_factory.mktemp("front")
-    url = f"sqlite:///{base / 'auth.db'}"
-    schema_app = create_app(make_config(SQLALCHEMY_DATABASE_URI=url))
-    with schema_app.app_context():
-        db.create_all()
-    close_app(schema_app)
+    url = file_database(base)
     started = {}
     env = {"TEST_DATABASE_URL": url, "PROXY_FIX_X_FOR": "1"}
     remember_logs = lambda process, logs: started.update(logs=logs)  # noqa: E731
