@@ -443,10 +443,7 @@ def test_a_hostile_session_id_in_the_path_is_a_404_and_ends_nothing(client, worl
     assert snapshot() == before
 
 
-# Production's secret check.
-
-
-# (HS256 was checked already.)
+# Production's secret check (HS256's is in test_app.py).
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
 @pytest.mark.parametrize("secret", [config.DEFAULT_SECRET, "short"])
 def test_production_needs_a_real_secret_for_every_hmac_algorithm(algorithm, secret):
