@@ -16,7 +16,7 @@ from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.cache import undelivered
 from allmine_auth.extensions import db
 from allmine_auth.live_activities.services import live_activities, purge_expired
-from allmine_auth.models import AuthEvent, CacheOutbox, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, CacheOutbox, DestinationLock, OneTimeCode, Session, User, utcnow
 
 DEMO_USER = {
     "phone_e164": "+905372505890",
@@ -108,6 +108,15 @@ def purge_command():
     ).rowcount
     erased = finalize_due_deletions(now)
     activities = purge_expired(now)
+    # Failure counters, locks, breakers and suspicions over for a day count nothing any more (a lock
+    # doubles only within a day of the last one): one row per number that ever failed would pile up.
+    day_ago = now - timedelta(days=1)
+    db.session.execute(
+        sa.delete(DestinationLock).where(
+            sa.or_(DestinationLock.locked_until.is_(None), DestinationLock.locked_until < day_ago),
+            sa.or_(DestinationLock.window_started_at.is_(None), DestinationLock.window_started_at < day_ago),
+        )
+    )
     # An undelivered cache write older than the caches' lives has nothing left to correct in Redis.
     config = current_app.config
     cache_life = max(config["SESSION_CACHE_TTL"], config["PROFILE_CACHE_TTL"])

@@ -224,3 +224,21 @@ def test_a_failure_that_meets_a_lock_set_since_its_check_is_a_429_and_counts_not
     assert raised.value.retry_after == 3600
     # Undone: the attempt on the code too.
     assert (stored_attempts(), events("code_failed"), counter().failures) == ([0], 0, 0)
+
+
+def test_purge_drops_counters_and_locks_over_for_a_day_and_keeps_the_rest(app, runner):
+    now = utcnow()
+    day = timedelta(days=1, seconds=1)
+    rows = {
+        "+905320000001": {"failures": 3, "window_started_at": now - day},  # an old window: gone
+        "+905320000002": {"failures": 3, "window_started_at": now},  # counting today: kept
+        "+905320000003": {"locked_at": now - 2 * day, "locked_until": now - day},  # lock over a day ago
+        "+905320000004": {"locked_at": now - day, "locked_until": now},  # lock just over: still doubles
+    }
+    for destination, values in rows.items():
+        db.session.add(DestinationLock(channel="sms", destination=destination, **values))
+    db.session.commit()
+    result = runner.invoke(args=["purge"])
+    assert result.exit_code == 0, result.output
+    kept = db.session.scalars(sa.select(DestinationLock.destination).order_by(DestinationLock.destination))
+    assert kept.all() == ["+905320000002", "+905320000004"]
