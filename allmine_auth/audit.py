@@ -76,11 +76,15 @@ def announce(kind, destination=None, user_id=None):
 
 
 def select_events(columns, kind, since, destination=None, channel=None):
-    """``SELECT columns`` over the ``kind`` events after ``since``, for a destination or a channel."""
+    """``SELECT columns`` over the ``kind`` events after ``since``, for a destination or a channel.
+
+    ``kind`` is one kind or a tuple of kinds.
+    """
+    kinds = [str(each) for each in (kind if isinstance(kind, tuple) else (kind,))]
     query = (
         sa.select(*columns)
         .select_from(AuthEvent)
-        .where(AuthEvent.kind == str(kind), AuthEvent.created_at > since)
+        .where(AuthEvent.kind.in_(kinds), AuthEvent.created_at > since)
     )
     if destination is not None:
         query = query.where(

@@ -1,5 +1,6 @@
 """Fixtures: an app per test on a fresh database (SQLite, or PostgreSQL/Redis when configured)."""
 
+import logging
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from allmine_auth import create_app
 from allmine_auth.extensions import db
+from allmine_auth.observability import SERVICE_LOGGERS
 from config import TestingConfig
 from tests.fakes import free_port
 from tests.faults import pg_proxy, redis_proxy  # noqa: F401  (fixtures for every module)
@@ -56,6 +58,22 @@ def reset_storage(app):
         client = app.extensions.get("allmine_redis")
         if client is not None:
             client.flushdb()
+
+
+@pytest.fixture
+def caplog(caplog):
+    """pytest's ``caplog``, seeing the service's own loggers too.
+
+    ``configure_logging`` gives them a handler of their own and stops them
+    propagating to the root logger, where pytest listens: without this, what a
+    test sees depended on which app an earlier test had built.
+    """
+    loggers = [logging.getLogger(name) for name in SERVICE_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture

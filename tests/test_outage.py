@@ -49,12 +49,9 @@ def app(pg_proxy, make_app):
 
 @pytest.fixture
 def service_log(caplog):
-    """``caplog`` seeing the service's own loggers (they don't propagate to the root logger)."""
-    logger = logging.getLogger("allmine_auth")
-    logger.addHandler(caplog.handler)
+    """``caplog`` at INFO for the service's loggers."""
     caplog.set_level(logging.INFO, "allmine_auth")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog
 
 
 def calls(client, login, code):

@@ -390,3 +390,19 @@ def test_a_failed_delivery_is_a_logged_500_and_leaves_no_usable_code(
         assert_error(client.post("/api/v1/auth/verify-otp", json={**PHONE, "code": sent}), 401, INVALID)
         gateway.respond(201, {"sid": "SM1"})
         assert_envelope(client.post("/api/v1/auth/send-otp", json=PHONE), 201)
+
+
+def test_failed_deliveries_count_toward_the_send_caps(make_app, gateway):
+    # A gateway that timed out may have delivered (and billed) the SMS: "3 per 10 minutes" holds anyway.
+    gateway.respond(201, {"sid": "SM1"}, delay=1.0)
+    app = twilio_app(make_app, gateway, OTP_RESEND_INTERVAL=0)
+    with app.app_context():
+        client = app.test_client()
+        for _ in range(3):
+            response = client.post("/api/v1/auth/send-otp", json=PHONE)
+            assert_error(response, 500, "SMS gönderilirken hata oluştu")
+        gateway.respond(201, {"sid": "SM2"})
+        response = client.post("/api/v1/auth/send-otp", json=PHONE)
+        assert_error(response, 429, "Too many requests")
+        assert 590 <= int(response.headers["Retry-After"]) <= 600
+        assert len(gateway.requests) == 3

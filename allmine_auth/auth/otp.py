@@ -32,6 +32,9 @@ DELIVERY_MESSAGES = {
     SMS: "SMS gönderilirken hata oluştu",
     "email": "Email gönderilirken hata oluştu",
 }
+# What the per-destination send caps count: every send handed to the provider. A failed one too: a
+# gateway that timed out may have delivered it (and billed it), so "10 a day" holds whatever it answered.
+SEND_ATTEMPTS = (Event.CODE_SENT, Event.DELIVERY_FAILED)
 TEN_MINUTES = timedelta(minutes=10)
 ONE_DAY = timedelta(days=1)
 
@@ -97,14 +100,14 @@ def ensure_send_allowed(destination, now):
         raise RateLimited(retry_after=seconds_until(current + interval, now))
     windows = ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"]))
     counts = audit.count_events(
-        Event.CODE_SENT,
+        SEND_ATTEMPTS,
         now - ONE_DAY,
         *(AuthEvent.created_at > now - window for window, _ in windows),
         destination=destination,
     )
     for (window, limit), sent in zip(windows, counts, strict=True):
         if sent >= limit:
-            oldest = audit.oldest_event_since(Event.CODE_SENT, now - window, destination)
+            oldest = audit.oldest_event_since(SEND_ATTEMPTS, now - window, destination)
             raise RateLimited(retry_after=seconds_until(oldest + window, now))
 
 
