@@ -40,6 +40,7 @@ from allmine_auth.auth.otp import seconds_until, test_code_for
 from allmine_auth.errors import AttestationRequired, RateLimited, ServiceUnavailable, ValidationFailed
 from allmine_auth.extensions import db
 from allmine_auth.models import DestinationLock, utcnow
+from allmine_auth.privacy import mask_destination
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def home_prefixes():
 
 def refuse(error, destination, client, reason):
     """Log and audit a refused send, then raise ``error``."""
-    log.warning("SMS send refused (%s) for %s", reason, destination.address)
+    log.warning("SMS send refused (%s) for %s", reason, mask_destination(destination))
     audit.record(Event.SEND_REFUSED, client, destination=destination, detail=reason[:255])
     db.session.commit()
     raise error
