@@ -75,6 +75,8 @@ class SpecChecker:
 
     def problems(self, responses):
         """What's wrong with ``responses`` (a list of texts, empty when they all match the spec)."""
+        if not responses:
+            return []  # a test that sent nothing may run before any app (and so any spec) was built
         spec = self.load_spec()
         found = []
         for method, rule, path, status, body in responses:
