@@ -60,7 +60,6 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     """
     now = utcnow()
     consume_code(destination, code, client, now=now)
-    count_sms_verified(destination, client, now)
     with duplicate_is_conflict():
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
         # The session INSERT flushes the new or changed user first (autoflush).
@@ -69,6 +68,9 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
             Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
         )
         db.session.commit()
+    # Counted once the login is durable: a login that answered 409 or 503 verified nothing, and its retry
+    # would count the same code twice.
+    count_sms_verified(destination, client, now)
     return user, tokens
 
 
