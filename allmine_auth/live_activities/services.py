@@ -65,13 +65,16 @@ def register_activity(user_id, session_id, activity_id, fields, now=None):
         "expires_at": expires_at,
         "updated_at": now,
     }
-    # One statement: two parallel registrations of one id end as one row, never a 500.
-    db.session.execute(
-        upsert(LiveActivity.__table__, ["user_id", "activity_id"], changes),
+    # One statement: two parallel registrations of one id end as one row, never a 500. The record comes
+    # back from the write itself: read after the commit, a logout that ended the session just then has
+    # deleted it already, and the answer would be an empty record.
+    table = LiveActivity.__table__
+    record = db.session.execute(
+        upsert(table, ["user_id", "activity_id"], changes).returning(*table.c),
         {"user_id": user_id, "activity_id": activity_id, "created_at": now, **changes},
-    )
+    ).one()
     db.session.commit()
-    return db.session.get(LiveActivity, (user_id, activity_id), populate_existing=True)
+    return record
 
 
 def live_activities(user_id, now=None):
