@@ -10,6 +10,7 @@ keeps the collapsed stacks in ``bench/results/profile/`` (needs
 sampled: that is where the workers' CPU goes, which is what limits them on
 2 cores. ``--wall`` samples every thread, waits included (a thread blocked on
 PostgreSQL or Redis shows up in ``Connection.wait`` or a socket read).
+``--floor`` profiles the floor (``bench/floor_app.py``) instead of the service.
 """
 
 import argparse
@@ -96,6 +97,7 @@ def main():
     parser.add_argument("--scenarios", default="me,refresh,send,verify")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--wall", action="store_true", help="sample waiting threads too")
+    parser.add_argument("--floor", action="store_true", help="profile the floor (bench/floor_app.py)")
     args = parser.parse_args()
     if py_spy() is None:
         sys.exit("profile: py-spy is not installed (.venv/bin/pip install py-spy)")
@@ -106,7 +108,8 @@ def main():
     bench.seed_to(args.users)
     bench.scale = args.users
     wanted = args.scenarios.split(",")
-    with bench.server("profile-service", "wsgi:app", bench.env) as (url, pid):
+    app = "bench.floor_app:app" if args.floor else "wsgi:app"
+    with bench.server("profile-" + ("floor" if args.floor else "service"), app, bench.env) as (url, pid):
         bench.me_file = bench.prepare("me", args.users, 0)
         for scenario in SCENARIOS:
             if scenario[0] in wanted:
