@@ -11,7 +11,8 @@ vary by tens of percent on a shared machine (``bench/cpu.py``), these counts
 repeat to a fraction of a percent: the tool for "did this change help".
 They leave out the waits on PostgreSQL and Redis and the kernel's work (the
 sockets, the context switches), which ``make bench`` includes. Needs valgrind
-(``apt-get install valgrind``); a scenario takes about a minute.
+(``apt-get install valgrind``); a scenario takes about a minute. ``--floor`` counts the floor's
+(``bench/floor_app.py``) requests next to each scenario's, on inputs of the same kind.
 """
 
 import argparse
@@ -36,6 +37,8 @@ PATHS = {
     "me": ("GET", "/api/v1/auth/me"),
     "refresh": ("POST", "/api/v1/auth/refresh"),
     "verify": ("POST", "/api/v1/auth/verify-otp"),
+    "login": ("POST", "/api/v1/auth/verify-otp"),
+    "send": ("POST", "/api/v1/auth/send-otp"),
 }
 COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -71,15 +74,17 @@ def child(scenario, input_file, requests):
     """Under valgrind: build the app, warm up, count ``requests`` requests (instrumentation on only then)."""
     if scenario.startswith("ceiling"):
         from bench.echo_app import app
+    elif scenario.startswith("floor "):
+        from bench.floor_app import app
     else:
         from allmine_auth import create_app
 
         app = create_app("production")
-    method, path = PATHS[scenario]
+    method, path = PATHS[scenario.removeprefix("floor ")]
     lines = (
         Path(input_file).read_text().splitlines() if input_file else [json.dumps({"refreshToken": "x" * 300})]
     )
-    if scenario.startswith("ceiling") or scenario == "me":
+    if scenario.startswith("ceiling") or scenario.endswith("me"):
         # Reused inputs (an app keeps its access token): the warm-up sends each once, as wrk's does.
         warm_up = [environ(method, path, line) for line in lines]
         measured = [environ(method, path, lines[i % len(lines)]) for i in range(requests)]
@@ -136,24 +141,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--scenarios", default="me,refresh,verify")
+    parser.add_argument("--floor", action="store_true", help="count the floor's requests next to each")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
     bench = in_process_bench(USERS)
     scenarios = args.scenarios.split(",")
     ceilings = ["ceiling GET"] * ("me" in scenarios) + ["ceiling POST"] * bool(
-        {"refresh", "verify"} & set(scenarios)
+        {"refresh", "verify", "login", "send"} & set(scenarios)
     )
+    if args.floor:
+        scenarios = [each for scenario in scenarios for each in (scenario, f"floor {scenario}")]
     for scenario in [*ceilings, *scenarios]:
-        if scenario not in PATHS:
+        if scenario.removeprefix("floor ") not in PATHS:
             raise SystemExit(f"unknown scenario {scenario!r}: one of {', '.join(PATHS)}")
         input_file = (
             None
             if scenario.startswith("ceiling")
-            else bench.prepare(scenario, USERS, WARM_UP + args.requests)
+            else bench.prepare(scenario.removeprefix("floor "), USERS, WARM_UP + args.requests)
         )
         per_request = count(bench, scenario, input_file, args.requests)
-        print(f"{scenario:14s} {per_request / 1e6:7.3f} M instructions per request", flush=True)
+        print(f"{scenario:16s} {per_request / 1e6:7.3f} M instructions per request", flush=True)
     bench.fake.shutdown()
 
 
