@@ -596,8 +596,12 @@ class Bench:
         with self.servers(scale) as servers:
             self.check_parity(servers, scale, names)
             me_file = None
-            # Warm-up: first connections, pools, caches (the /me tokens' session state and profiles).
-            run_wrk(servers["ceiling"][0], "/echo", "get", 2)
+            # Warm-up: first connections and pools, and each worker's first access line, which imports
+            # the service's package in every app's workers (gunicorn.conf.py masks the logged path with
+            # allmine_auth.privacy): seconds of imports on 2 cores, inside the first measured run if left.
+            for system, (url, _) in servers.items():
+                run_wrk(url, "/echo" if system == "ceiling" else "/healthz", "get", 2)
+            # The /me tokens' session state and profiles, in Redis.
             if "me" in names:
                 me_file = self.prepare("me", scale, 0)
                 for system in ("floor", "service"):
