@@ -126,7 +126,7 @@ class Config:
         "pool_pre_ping": False,
         "pool_recycle": env_int("DATABASE_POOL_RECYCLE", 1800),
     }
-    # PostgreSQL unreachable (allmine_auth/outage.py): seconds a connect may take, seconds a silent
+    # PostgreSQL unreachable (allmine_auth/store/outage.py): seconds a connect may take, seconds a silent
     # network may hold a query (tcp_user_timeout and keepalives; 0: the kernel's defaults), and the
     # Retry-After of the 503 meanwhile.
     DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 3)
@@ -160,7 +160,7 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False
     JWT_IDENTITY_CLAIM = "sub"
-    # Access tokens each worker remembers as verified (allmine_auth/jwt_cache.py); 0 turns it off.
+    # Access tokens each worker remembers as verified (allmine_auth/web/jwt_cache.py); 0 turns it off.
     JWT_VERIFIED_CACHE_SIZE = env_int("JWT_VERIFIED_CACHE_SIZE", 1024)
     REFRESH_TOKEN_REUSE_INTERVAL = env_int("REFRESH_TOKEN_REUSE_INTERVAL", 10)
     # An absolute end of every session, seconds after its login; 0: none (a refresh keeps it alive).
@@ -210,7 +210,7 @@ class Config:
     # Abuse protection (flask-limiter and the SMS budgets)
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     # No X-RateLimit-* headers: each costs a storage read per limit per request. A 429 still says
-    # Retry-After (allmine_auth.envelope.rate_limit_response).
+    # Retry-After (allmine_auth.web.envelope.rate_limit_response).
     RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True

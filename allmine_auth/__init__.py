@@ -7,7 +7,7 @@ from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from allmine_auth.envelope import EnvelopeJSONProvider
+from allmine_auth.web.envelope import EnvelopeJSONProvider
 from config import BASE_DIR, config_for
 
 
@@ -58,13 +58,14 @@ def register_extensions(app, migrations):
     """Bind the extensions created in ``extensions``."""
     from allmine_auth import (
         cache,
-        cors,
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
-    from allmine_auth.auth import keys, profiles
-    from allmine_auth.auth.tokens import register_jwt_callbacks
     from allmine_auth.extensions import api, db, jwt, limiter
+    from allmine_auth.rules import profiles
+    from allmine_auth.rules.sessions import register_jwt_callbacks
+    from allmine_auth.web import cors
+    from allmine_auth.web.routes import keys
 
     os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
@@ -89,11 +90,11 @@ def register_blueprints(app):
     """The API blueprints (documented) and the Swagger UI assets."""
     from flask import Blueprint
 
-    from allmine_auth.auth.keys import blp as keys_blp
-    from allmine_auth.auth.routes import blp as auth_blp
     from allmine_auth.extensions import api
-    from allmine_auth.health import blp as health_blp
-    from allmine_auth.live_activities.routes import blp as live_activities_blp
+    from allmine_auth.web.routes.auth import blp as auth_blp
+    from allmine_auth.web.routes.health import blp as health_blp
+    from allmine_auth.web.routes.keys import blp as keys_blp
+    from allmine_auth.web.routes.live_activities import blp as live_activities_blp
 
     api.register_blueprint(auth_blp)
     api.register_blueprint(live_activities_blp)
@@ -108,7 +109,7 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.envelope import register_errorhandlers as register
+    from allmine_auth.web.envelope import register_errorhandlers as register
 
     register(app)
 

@@ -7,16 +7,24 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.abuse import TRIP_EVENTS
-from allmine_auth.auth.account import finalize_due_deletions
-from allmine_auth.auth.tokens import revoke_sessions
-from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.cache import undelivered
 from allmine_auth.extensions import db
-from allmine_auth.live_activities.services import live_activities, purge_expired
-from allmine_auth.models import AuthEvent, CacheOutbox, DestinationLock, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import (
+    AuthEvent,
+    CacheOutbox,
+    DestinationLock,
+    LoginSession,
+    OneTimeCode,
+    User,
+    utcnow,
+)
+from allmine_auth.rules import audit
+from allmine_auth.rules.abuse import TRIP_EVENTS
+from allmine_auth.rules.accounts import finalize_due_deletions
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.live_activities import live_activities, purge_expired
+from allmine_auth.rules.sessions import revoke_sessions
+from allmine_auth.store.bulk import MAX_USERS, seed_users
 
 DEMO_USER = {
     "phone_e164": "+905372505890",
@@ -104,7 +112,9 @@ def purge_command():
     now = utcnow()
     codes = db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.expires_at <= now)).rowcount
     sessions = db.session.execute(
-        sa.delete(Session).where(sa.or_(Session.expires_at <= now, Session.revoked_at.is_not(None)))
+        sa.delete(LoginSession).where(
+            sa.or_(LoginSession.expires_at <= now, LoginSession.revoked_at.is_not(None))
+        )
     ).rowcount
     erased = finalize_due_deletions(now)
     activities = purge_expired(now)

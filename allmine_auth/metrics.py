@@ -140,7 +140,7 @@ def init_app(app):
     app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
     app.after_request(observe_request)
     app.add_url_rule("/metrics", "metrics", exposition, methods=["GET"])
-    from allmine_auth.audit import Event
+    from allmine_auth.rules.audit import Event
 
     # Zero series for every kind, so a rate() works before the first event of a kind.
     for kind in Event:

@@ -90,7 +90,7 @@ class User(db.Model):
 sa.Index("uq_users_username_lower", sa.func.lower(User.username), unique=True)
 
 
-class Session(db.Model):
+class LoginSession(db.Model):
     """One login on one device; its refresh token rotates, its end revokes every token it issued."""
 
     __tablename__ = "sessions"

@@ -12,7 +12,7 @@ What runs (see bench/README.md for the why and the figures):
    fresh valid input: access tokens for GET /me, never-used refresh tokens for
    /refresh, never-seen phone numbers for /send-otp, seeded codes for
    /verify-otp (new users: the sign-up path).
-4. All of it at 1,000 and then 1,000,000 users (``allmine_auth/bulk.py``, as ``flask seed --users N``).
+4. All of it at 1,000 and then 1,000,000 users (``allmine_auth/store/bulk.py``, as ``flask seed --users N``).
 
 Needs PostgreSQL on ``BENCH_DATABASE_URL`` (default: database ``allmine_bench``
 on 127.0.0.1, created when missing, emptied on each run), Redis on
@@ -265,20 +265,20 @@ class Bench:
         """
         import sqlalchemy as sa
 
-        from allmine_auth.bulk import vacuum_analyze
         from allmine_auth.extensions import db
         from allmine_auth.models import (
             AuthEvent,
             CacheOutbox,
             DestinationLock,
             LiveActivity,
+            LoginSession,
             OneTimeCode,
-            Session,
             User,
         )
+        from allmine_auth.store.bulk import vacuum_analyze
 
         with self.app.app_context():
-            activity = (LiveActivity, Session, OneTimeCode, AuthEvent, DestinationLock, CacheOutbox)
+            activity = (LiveActivity, LoginSession, OneTimeCode, AuthEvent, DestinationLock, CacheOutbox)
             tables = [model.__table__.name for model in activity]
             db.session.execute(sa.text(f"TRUNCATE {', '.join(tables)}"))
             db.session.execute(sa.delete(User).where(User.phone_e164.like(f"+90{VERIFY_PREFIX}%")))
@@ -289,8 +289,8 @@ class Bench:
 
     def seed_to(self, users):
         """Seed users until there are ``users``; return the seconds it took."""
-        from allmine_auth.bulk import seed_users
         from allmine_auth.extensions import db
+        from allmine_auth.store.bulk import seed_users
 
         started = time.perf_counter()
         with self.app.app_context():
@@ -327,10 +327,10 @@ class Bench:
         """Open ``count`` sessions for random seeded users; mint their tokens with ``mint_tokens``."""
         import sqlalchemy as sa
 
-        from allmine_auth.auth.tokens import mint_tokens
-        from allmine_auth.bulk import phone_for, vacuum_analyze
         from allmine_auth.extensions import db
-        from allmine_auth.models import Session, User, utcnow
+        from allmine_auth.models import LoginSession, User, utcnow
+        from allmine_auth.rules.sessions import mint_tokens
+        from allmine_auth.store.bulk import phone_for, vacuum_analyze
 
         with self.app.app_context():
             phones = [phone_for(random.randrange(scale)) for _ in range(min(count, 5000))]
@@ -354,11 +354,11 @@ class Bench:
                 )
                 pairs.append(mint_tokens(user_id, False, session, jti, now))
             for first in range(0, len(rows), 10_000):
-                db.session.execute(sa.insert(Session), rows[first : first + 10_000])
+                db.session.execute(sa.insert(LoginSession), rows[first : first + 10_000])
             db.session.commit()
             # Current statistics, as autovacuum keeps them: planned against an "empty" table, the
             # rotation's UPDATE would range-scan ix_sessions_expires_at instead of using the key.
-            vacuum_analyze(Session.__table__.name)
+            vacuum_analyze(LoginSession.__table__.name)
             db.session.remove()
         return pairs
 
@@ -372,11 +372,11 @@ class Bench:
         """Store the code ``1234`` for each number, as ``issue_code`` stores it (an HMAC, 0 attempts)."""
         import sqlalchemy as sa
 
-        from allmine_auth.auth.destinations import SMS, Destination
-        from allmine_auth.auth.otp import code_hmac
-        from allmine_auth.bulk import vacuum_analyze
         from allmine_auth.extensions import db
         from allmine_auth.models import OneTimeCode, utcnow
+        from allmine_auth.rules.codes import code_hmac
+        from allmine_auth.rules.destinations import SMS, Destination
+        from allmine_auth.store.bulk import vacuum_analyze
 
         with self.app.app_context():
             now = utcnow()

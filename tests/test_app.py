@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 import config
 from allmine_auth import create_app
-from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.cache import RedisHealth, get_redis
 from allmine_auth.extensions import db
+from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
 from config import ConfigError, ProductionConfig
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 

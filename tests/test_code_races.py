@@ -13,11 +13,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from allmine_auth.auth.destinations import phone_destination
-from allmine_auth.auth.otp import count_attempt, record_failure
 from allmine_auth.errors import RateLimited
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User, utcnow
+from allmine_auth.rules.codes import count_attempt, record_failure
+from allmine_auth.rules.destinations import phone_destination
 from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_error
 from tests.parallel import at_once, call
 from tests.timeshift import travel
@@ -151,7 +151,10 @@ def test_of_parallel_right_codes_one_logs_in_and_the_losers_count_nothing(shared
     login = assert_envelope(next(answer for answer in answers if answer.status_code == 200), 200)
     assert events("code_failed") == 0
     assert (counter(), events("destination_locked")) == (None, 0)
-    assert (db.session.scalar(sa.select(sa.func.count()).select_from(Session)), stored_attempts()) == (1, [])
+    assert (db.session.scalar(sa.select(sa.func.count()).select_from(LoginSession)), stored_attempts()) == (
+        1,
+        [],
+    )
     # Its owner, just logged in on one device, logs in again on another at once.
     again = assert_envelope(auth.verify(assert_envelope(auth.send(), 201)["code"]), 200)
     assert again["user"]["id"] == login["user"]["id"]

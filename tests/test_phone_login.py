@@ -8,10 +8,10 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from allmine_auth.auth.destinations import phone_destination
-from allmine_auth.auth.otp import code_hmac
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, OneTimeCode, User
+from allmine_auth.rules.codes import code_hmac
+from allmine_auth.rules.destinations import phone_destination
 from tests.conftest import E164, PHONE, TIMESTAMP, assert_envelope, assert_error
 from tests.fakes import FakeGateway
 from tests.timeshift import travel

@@ -20,13 +20,13 @@ from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.destinations import SMS
 from allmine_auth.errors import DeliveryFailed, InvalidCode, RateLimited
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, UtcDateTime, utcnow
 from allmine_auth.notify import DeliveryError
+from allmine_auth.rules import audit
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.destinations import SMS
 
 DELIVERY_MESSAGES = {
     SMS: "SMS gönderilirken hata oluştu",

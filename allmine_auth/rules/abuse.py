@@ -12,7 +12,7 @@ per codes sent, per calling-code prefix over a sliding hour, next to the prefix'
   A home prefix (``SMS_HOME_COUNTRIES``) is never shut off whole: it becomes *suspect*, and so does a
   network (IPv4 /24, IPv6 /56) whose own sends show the same collapse. While suspect, SMS sends from
   that network or to that prefix get the per-network limit divided by ``SMS_SUSPECT_LIMIT_DIVISOR``
-  and must bring a client attestation (``allmine_auth.attestation``).
+  and must bring a client attestation (``allmine_auth.rules.attestation``).
 - ``count_sms_sent`` and ``count_sms_verified`` feed the counters (``counters``: Redis, else this
   process), after a code was handed to the SMS provider and after one was verified.
 
@@ -32,15 +32,15 @@ from flask import current_app
 from limits import parse_many
 from sqlalchemy.exc import IntegrityError
 
-from allmine_auth import attestation, audit, metrics
-from allmine_auth.audit import Event
-from allmine_auth.auth import counters
-from allmine_auth.auth.destinations import SMS
-from allmine_auth.auth.otp import seconds_until, test_code_for
+from allmine_auth import metrics
 from allmine_auth.errors import AttestationRequired, RateLimited, ServiceUnavailable, ValidationFailed
 from allmine_auth.extensions import db
 from allmine_auth.models import DestinationLock, utcnow
 from allmine_auth.privacy import mask_destination
+from allmine_auth.rules import attestation, audit, counters
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.codes import seconds_until, test_code_for
+from allmine_auth.rules.destinations import SMS
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,6 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.tokens import REVOKED, SESSION_CACHE_PREFIX, revoke_sessions
 from allmine_auth.cache import set_after_commit
 from allmine_auth.errors import Conflict, Unauthorized
 from allmine_auth.extensions import db
@@ -23,11 +20,14 @@ from allmine_auth.models import (
     AuthEvent,
     DestinationLock,
     LiveActivity,
+    LoginSession,
     OneTimeCode,
-    Session,
     User,
     utcnow,
 )
+from allmine_auth.rules import audit
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.sessions import REVOKED, SESSION_CACHE_PREFIX, revoke_sessions
 
 PENDING, CANCELLED, FINALIZED = "pending", "cancelled", "finalized"
 # What an erasure empties (None) or resets; the account's row stays, without anything personal.
@@ -118,10 +118,10 @@ def erase(user, now):
     """Erase ``user``'s personal data, sessions, Live Activities, codes and audit values (no commit)."""
     addresses = [address for address in (user.phone_e164, user.email) if address]
     ttl = current_app.config["SESSION_CACHE_TTL"]
-    for sid in db.session.scalars(sa.select(Session.id).where(Session.user_id == user.id)):
+    for sid in db.session.scalars(sa.select(LoginSession.id).where(LoginSession.user_id == user.id)):
         set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
     db.session.execute(sa.delete(LiveActivity).where(LiveActivity.user_id == user.id))
-    db.session.execute(sa.delete(Session).where(Session.user_id == user.id))
+    db.session.execute(sa.delete(LoginSession).where(LoginSession.user_id == user.id))
     if addresses:
         for model in (OneTimeCode, DestinationLock):
             db.session.execute(sa.delete(model).where(model.destination.in_(addresses)))

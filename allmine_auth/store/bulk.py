@@ -17,7 +17,7 @@ rows, about twice as fast: 100,000 users in ~2 s instead of ~4 s on 2 cores).
 
 Must run inside an app context (``flask seed`` has one)::
 
-    from allmine_auth.bulk import seed_users
+    from allmine_auth.store.bulk import seed_users
     inserted = seed_users(count, start=first_index)
 """
 

@@ -14,21 +14,21 @@ import sqlalchemy as sa
 from flask import current_app, request
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.cache import fill_cached, read_cached, set_after_commit, undelivered
-from allmine_auth.envelope import error_response
 from allmine_auth.errors import NotFound, ServiceUnavailable, TokenRevoked, Unauthorized
 from allmine_auth.extensions import db, jwt
 from allmine_auth.models import (
     AuthEvent,
     LiveActivity,
-    Session,
+    LoginSession,
     User,
     single_statement_writes,
     utcnow,
 )
+from allmine_auth.rules import audit
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
+from allmine_auth.web.envelope import error_response
 
 SESSION_CACHE_PREFIX = "allmine-auth:session:"
 REVOKED = "0"
@@ -79,7 +79,7 @@ def refreshed_end(now):
 
 
 # A plain INSERT (compiled once), not an ORM object: the login never reads the row back.
-INSERT_SESSION = sa.insert(Session.__table__)
+INSERT_SESSION = sa.insert(LoginSession.__table__)
 
 
 def open_session(user, client, now):
@@ -126,7 +126,7 @@ def rotate_refresh_token(token, client=None, *, now=None):
     params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now, "new_expires_at": refreshed_end(now)}
     if single_statement_writes():
         # The rotation and its audit row in one statement, outside a transaction: one round trip. On a
-        # connection of its own rather than the Session's: no transaction bookkeeping to set up and undo.
+        # connection of its own rather than the ORM session's: no transaction bookkeeping to set up and undo.
         with db.engine.connect() as connection:
             rotated = (
                 connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -150,7 +150,7 @@ def rotate_refresh_token(token, client=None, *, now=None):
             db.session.commit()
     if rotated:
         return mint_tokens(rotated.user_id, rotated.complete, rotated, new_jti, now)
-    session = db.session.get(Session, sid, populate_existing=True)
+    session = db.session.get(LoginSession, sid, populate_existing=True)
     if session is None or not session.is_active(now):
         db.session.rollback()
         raise TokenRevoked()
@@ -167,11 +167,11 @@ def rotate_refresh_token(token, client=None, *, now=None):
 
 # The session's user's registration flag, read in the rotating UPDATE's RETURNING (one round trip).
 REGISTRATION_COMPLETE = (
-    sa.select(User.is_registration_complete).where(User.id == Session.user_id).scalar_subquery()
+    sa.select(User.is_registration_complete).where(User.id == LoginSession.user_id).scalar_subquery()
 )
 # The rotation: built once with parameters (compiled once), on the Core table (no ORM bulk-update
 # machinery; nothing in the session holds the row).
-_SESSIONS = Session.__table__
+_SESSIONS = LoginSession.__table__
 ROTATE = (
     sa.update(_SESSIONS)
     .where(
@@ -235,17 +235,17 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     reached Redis, and a later logout repairs it.
     """
     now = now or utcnow()
-    scope = [Session.user_id == user_id]
+    scope = [LoginSession.user_id == user_id]
     if only is not None:
-        scope.append(Session.id == only)
+        scope.append(LoginSession.id == only)
     if keep is not None:
-        scope.append(Session.id != keep)
+        scope.append(LoginSession.id != keep)
     ended = (
         db.session.execute(
-            sa.update(Session)
-            .where(*scope, Session.revoked_at.is_(None), Session.expires_at > now)
+            sa.update(LoginSession)
+            .where(*scope, LoginSession.revoked_at.is_(None), LoginSession.expires_at > now)
             .values(revoked_at=now, revoked_reason=reason)
-            .returning(Session.id)
+            .returning(LoginSession.id)
             .execution_options(synchronize_session=False)
         )
         .scalars()
@@ -257,7 +257,7 @@ def revoke_sessions(user_id, reason, *, only=None, keep=None, now=None):
     ttl = current_app.config["SESSION_CACHE_TTL"]
     # The sessions just ended are among these: their revoked_at is now.
     for sid in db.session.scalars(
-        sa.select(Session.id).where(*scope, Session.revoked_at >= now - timedelta(seconds=ttl))
+        sa.select(LoginSession.id).where(*scope, LoginSession.revoked_at >= now - timedelta(seconds=ttl))
     ):
         set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
     return ended
@@ -297,7 +297,7 @@ def session_expiry(sid, prefetch=()):
     except ValueError:
         return 0.0
     row = db.session.execute(
-        sa.select(Session.expires_at, Session.revoked_at).where(Session.id == session_id)
+        sa.select(LoginSession.expires_at, LoginSession.revoked_at).where(LoginSession.id == session_id)
     ).first()
     expiry = row.expires_at.timestamp() if row is not None and row.revoked_at is None else 0.0
     fill_cached(client, key, repr(expiry) if expiry else REVOKED, current_app.config["SESSION_CACHE_TTL"])
@@ -308,9 +308,11 @@ def list_sessions(user_id, now=None):
     """The user's active sessions, newest first."""
     now = now or utcnow()
     return db.session.scalars(
-        sa.select(Session)
-        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
-        .order_by(Session.created_at.desc())
+        sa.select(LoginSession)
+        .where(
+            LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None), LoginSession.expires_at > now
+        )
+        .order_by(LoginSession.created_at.desc())
     ).all()
 
 

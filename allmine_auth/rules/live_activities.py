@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from allmine_auth.errors import NotFound, TokenRevoked, ValidationFailed
 from allmine_auth.extensions import db
-from allmine_auth.models import LiveActivity, Session, upsert, utcnow
+from allmine_auth.models import LiveActivity, LoginSession, upsert, utcnow
 
 MAX_LIFE = timedelta(hours=12)
 ACTIVITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -45,12 +45,12 @@ def register_activity(user_id, session_id, activity_id, fields, now=None):
     # UPDATE waits, then deletes this row with the others). Else no push target outlives its session, and
     # a session's row purged meanwhile is a 401, not a foreign-key 500.
     active = db.session.scalar(
-        sa.select(Session.id)
+        sa.select(LoginSession.id)
         .where(
-            Session.id == session_id,
-            Session.user_id == user_id,
-            Session.revoked_at.is_(None),
-            Session.expires_at > now,
+            LoginSession.id == session_id,
+            LoginSession.user_id == user_id,
+            LoginSession.revoked_at.is_(None),
+            LoginSession.expires_at > now,
         )
         .with_for_update(read=True)
     )

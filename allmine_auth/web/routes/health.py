@@ -9,10 +9,10 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from allmine_auth.cache import get_redis
-from allmine_auth.envelope import Blueprint
 from allmine_auth.errors import ServiceUnavailable
 from allmine_auth.extensions import db
-from allmine_auth.outage import DATABASE_ERRORS, outage_of
+from allmine_auth.store.outage import DATABASE_ERRORS, outage_of
+from allmine_auth.web.envelope import Blueprint
 
 log = logging.getLogger(__name__)
 blp = Blueprint("Health", __name__, description="Liveness and readiness probes.")

@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from allmine_auth.auth.schemas import FullMatch, Text, UtcDateTime, attr
+from allmine_auth.web.schemas.auth import FullMatch, Text, UtcDateTime, attr
 
 # APNs push tokens are hex, an even number of digits (32 bytes and more for Live Activity tokens).
 PUSH_TOKEN = FullMatch(r"^(?:[0-9A-Fa-f]{2}){16,256}$", error="An APNs push token: 32 to 512 hex digits.")

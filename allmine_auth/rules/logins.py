@@ -8,16 +8,16 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.abuse import count_sms_verified, guard_sms_send
-from allmine_auth.auth.destinations import EMAIL, SMS
-from allmine_auth.auth.otp import code_ttl, consume_code, issue_code
-from allmine_auth.auth.tokens import open_session
 from allmine_auth.errors import Conflict
 from allmine_auth.extensions import db
 from allmine_auth.models import User, utcnow
 from allmine_auth.notify import email_sender, messages, sms_sender
+from allmine_auth.rules import audit
+from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
+from allmine_auth.rules.destinations import EMAIL, SMS
+from allmine_auth.rules.sessions import open_session
 
 
 def send_code(destination, client=None):

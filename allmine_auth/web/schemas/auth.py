@@ -14,8 +14,8 @@ from datetime import UTC, datetime, time
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from allmine_auth.auth.destinations import InvalidDestination, email_destination, phone_destination
-from allmine_auth.envelope import utc_timestamp
+from allmine_auth.rules.destinations import InvalidDestination, email_destination, phone_destination
+from allmine_auth.web.envelope import utc_timestamp
 
 # C0 and C1 controls, DEL, and the surrogate range (only a lone surrogate can reach a decoded string).
 REFUSED_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -11,11 +11,11 @@ before the change can't put the old profile back.
 import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth.auth.schemas import UserSchema
 from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.errors import Unauthorized
 from allmine_auth.extensions import db
 from allmine_auth.models import User, read_in_autocommit
+from allmine_auth.web.schemas.auth import UserSchema
 
 PROFILE_CACHE_PREFIX = "allmine-auth:user:"
 STALE = "stale"

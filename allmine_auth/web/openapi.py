@@ -22,8 +22,8 @@ from http import HTTPStatus
 from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from allmine_auth.auth.schemas import UtcDateTime
-from allmine_auth.envelope import ERROR_TEXTS, RETRY_AFTER
+from allmine_auth.web.envelope import ERROR_TEXTS, RETRY_AFTER
+from allmine_auth.web.schemas.auth import UtcDateTime
 
 # The seeds' delivery failure texts (``DELIVERY_MESSAGES`` of auth/otp.py, which imports too much for here).
 SMS_FAILED = "SMS gönderilirken hata oluştu"

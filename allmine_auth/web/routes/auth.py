@@ -6,9 +6,12 @@ from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth import attestation
-from allmine_auth.auth import abuse, account, profiles, services, tokens
-from allmine_auth.auth.schemas import (
+from allmine_auth.extensions import limiter
+from allmine_auth.models import read_in_autocommit
+from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
+from allmine_auth.web.envelope import Blueprint, raw_envelope_response
+from allmine_auth.web.netutil import client_ip, current_client
+from allmine_auth.web.schemas.auth import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
     EmailSchema,
@@ -24,10 +27,6 @@ from allmine_auth.auth.schemas import (
     VerifyEmailSchema,
     VerifyPhoneSchema,
 )
-from allmine_auth.envelope import Blueprint, raw_envelope_response
-from allmine_auth.extensions import limiter
-from allmine_auth.models import read_in_autocommit
-from allmine_auth.netutil import client_ip, current_client
 
 blp = Blueprint(
     "Authentication",
@@ -117,7 +116,7 @@ class SendPhoneCode(MethodView):
         destination = args["destination"]
         client = current_client()
         abuse.screen_sms_send(destination, client, request.headers.get(attestation.HEADER))
-        code = services.send_code(destination, client)
+        code = logins.send_code(destination, client)
         abuse.count_sms_sent(destination, client)
         payload = {"countryCode": destination.prefix, "phoneNumber": destination.national_number}
         return echoed(payload, code)
@@ -139,7 +138,7 @@ class SendEmailCode(MethodView):
     def post(self, args):
         """Email ile doğrulama kodu gönder"""
         destination = args["destination"]
-        code = services.send_code(destination, current_client())
+        code = logins.send_code(destination, current_client())
         return echoed({"email": destination.address}, code)
 
 
@@ -158,7 +157,7 @@ class VerifyPhoneCode(MethodView):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Doğrulama kodu ile giriş yap"""
-        user, pair = services.login_with_code(
+        user, pair = logins.login_with_code(
             args["destination"],
             args["code"],
             current_client(),
@@ -183,7 +182,7 @@ class VerifyEmailCode(MethodView):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Email doğrulama kodu ile giriş yap"""
-        user, pair = services.login_with_code(
+        user, pair = logins.login_with_code(
             args["destination"],
             args["code"],
             current_client(),
@@ -205,7 +204,7 @@ class Refresh(MethodView):
     @blp.response(200, TokenPairSchema)
     def post(self, args):
         """Access token yenile"""
-        return tokens.rotate_refresh_token(args["refreshToken"], current_client())
+        return sessions.rotate_refresh_token(args["refreshToken"], current_client())
 
 
 @blp.route("/logout")
@@ -224,7 +223,7 @@ class Logout(MethodView):
     def post(self, args):
         """Çıkış yap"""
         claims = get_jwt()
-        ended = tokens.logout(
+        ended = sessions.logout(
             uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), args["scope"], current_client()
         )
         return {"revokedSessions": ended}
@@ -270,7 +269,7 @@ class Sessions(MethodView):
                 "expires_at": session.expires_at,
                 "current": session.id == current_sid,
             }
-            for session in tokens.list_sessions(uuid.UUID(claims["sub"]))
+            for session in sessions.list_sessions(uuid.UUID(claims["sub"]))
         ]
 
 
@@ -285,7 +284,7 @@ class SessionItem(MethodView):
     def delete(self, session_id):
         """Oturumu sonlandır"""
         user_id = uuid.UUID(get_jwt()["sub"])
-        return {"revokedSessions": tokens.end_session(user_id, session_id, current_client())}
+        return {"revokedSessions": sessions.end_session(user_id, session_id, current_client())}
 
 
 @blp.route("/complete-registration")
@@ -305,7 +304,7 @@ class CompleteRegistration(MethodView):
     def post(self, profile):
         """Kaydı tamamla"""
         user = profiles.user_or_401(uuid.UUID(get_jwt()["sub"]))
-        return services.complete_registration(user, profile, current_client())
+        return logins.complete_registration(user, profile, current_client())
 
 
 @blp.route("/account/deletion")
@@ -325,7 +324,7 @@ class AccountDeletion(MethodView):
     def post(self):
         """Hesap silme talebi oluştur"""
         claims = get_jwt()
-        return account.request_deletion(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), current_client())
+        return accounts.request_deletion(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), current_client())
 
     @blp.doc(security=BEARER, description=f"{WARNING} Bekleyen hesap silme talebini iptal eder.")
     @jwt_required()
@@ -333,4 +332,4 @@ class AccountDeletion(MethodView):
     @blp.response(200, UserSchema)
     def delete(self):
         """Hesap silme talebini iptal et"""
-        return account.cancel_deletion(uuid.UUID(get_jwt()["sub"]), current_client())
+        return accounts.cancel_deletion(uuid.UUID(get_jwt()["sub"]), current_client())
