@@ -63,8 +63,8 @@ def register_extensions(app, migrations):
     )
     from allmine_auth.extensions import api, db, jwt, limiter
     from allmine_auth.rules import profiles
-    from allmine_auth.rules.sessions import register_jwt_callbacks
     from allmine_auth.web import cors
+    from allmine_auth.web.jwt import register_jwt_callbacks
     from allmine_auth.web.routes import keys
 
     os.makedirs(app.instance_path, exist_ok=True)

@@ -1,9 +1,8 @@
-"""The Authentication blueprint: thin MethodViews over ``services`` and ``tokens``."""
+"""The Authentication blueprint: thin views over ``services`` and ``tokens``."""
 
 import uuid
 
 from flask import current_app, request
-from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
 from allmine_auth.extensions import limiter
@@ -11,6 +10,7 @@ from allmine_auth.models import read_in_autocommit
 from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
 from allmine_auth.web.envelope import Blueprint, raw_envelope_response
 from allmine_auth.web.netutil import client_ip, current_client
+from allmine_auth.web.resource import Resource
 from allmine_auth.web.schemas.auth import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
@@ -97,7 +97,7 @@ def login_payload(user, pair):
 
 
 @blp.route("/send-otp")
-class SendPhoneCode(MethodView):
+class SendPhoneCode(Resource):
     """Send a code by SMS."""
 
     decorators = SEND_LIMITS
@@ -123,7 +123,7 @@ class SendPhoneCode(MethodView):
 
 
 @blp.route("/send-otp-email")
-class SendEmailCode(MethodView):
+class SendEmailCode(Resource):
     """Send a code by email."""
 
     decorators = SEND_LIMITS
@@ -143,7 +143,7 @@ class SendEmailCode(MethodView):
 
 
 @blp.route("/verify-otp")
-class VerifyPhoneCode(MethodView):
+class VerifyPhoneCode(Resource):
     """Log in with an SMS code."""
 
     decorators = [limiter.shared_limit(verify_limit, scope="verify")]
@@ -168,7 +168,7 @@ class VerifyPhoneCode(MethodView):
 
 
 @blp.route("/verify-otp-email")
-class VerifyEmailCode(MethodView):
+class VerifyEmailCode(Resource):
     """Log in with an email code."""
 
     decorators = [limiter.shared_limit(verify_limit, scope="verify")]
@@ -193,7 +193,7 @@ class VerifyEmailCode(MethodView):
 
 
 @blp.route("/refresh")
-class Refresh(MethodView):
+class Refresh(Resource):
     """Rotate a refresh token."""
 
     decorators = [limiter.limit(refresh_limit)]
@@ -208,7 +208,7 @@ class Refresh(MethodView):
 
 
 @blp.route("/logout")
-class Logout(MethodView):
+class Logout(Resource):
     """End sessions."""
 
     @blp.doc(
@@ -230,7 +230,7 @@ class Logout(MethodView):
 
 
 @blp.route("/me")
-class Me(MethodView):
+class Me(Resource):
     """The current user."""
 
     # The token check reads this user's cached profile with the session state (one Redis round trip).
@@ -247,7 +247,7 @@ class Me(MethodView):
 
 
 @blp.route("/sessions")
-class Sessions(MethodView):
+class Sessions(Resource):
     """The current user's active sessions."""
 
     @blp.doc(security=BEARER, description="Kullanıcının aktif oturumlarını listeler.")
@@ -274,7 +274,7 @@ class Sessions(MethodView):
 
 
 @blp.route("/sessions/<uuid:session_id>")
-class SessionItem(MethodView):
+class SessionItem(Resource):
     """One of the current user's sessions."""
 
     @blp.doc(security=BEARER, description=f"{WARNING} Kullanıcının bir oturumunu sonlandırır.")
@@ -288,7 +288,7 @@ class SessionItem(MethodView):
 
 
 @blp.route("/complete-registration")
-class CompleteRegistration(MethodView):
+class CompleteRegistration(Resource):
     """Finish (or later update) the profile of the current user."""
 
     @blp.doc(
@@ -308,7 +308,7 @@ class CompleteRegistration(MethodView):
 
 
 @blp.route("/account/deletion")
-class AccountDeletion(MethodView):
+class AccountDeletion(Resource):
     """The current user's account deletion: request it, or cancel it during the grace period."""
 
     @blp.doc(

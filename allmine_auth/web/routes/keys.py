@@ -16,11 +16,11 @@ import jwt as pyjwt
 import marshmallow as ma
 from cryptography.hazmat.primitives import serialization
 from flask import current_app
-from flask.views import MethodView
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
 from allmine_auth.extensions import jwt
+from allmine_auth.web.resource import Resource
 from config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
 from config import ConfigError
 
@@ -95,7 +95,7 @@ class JwksSchema(ma.Schema):
 
 
 @blp.route("/.well-known/jwks.json")
-class Jwks(MethodView):
+class Jwks(Resource):
     """The public keys that sign access tokens."""
 
     @blp.response(200, JwksSchema)

@@ -1,12 +1,12 @@
-"""The Live Activities blueprint: thin MethodViews over ``services``."""
+"""The Live Activities blueprint: thin views over ``services``."""
 
 import uuid
 
-from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
 from allmine_auth.rules import live_activities
 from allmine_auth.web.envelope import Blueprint
+from allmine_auth.web.resource import Resource
 from allmine_auth.web.routes.auth import BEARER, WARNING
 from allmine_auth.web.schemas.live_activities import (
     DeletedActivitySchema,
@@ -29,7 +29,7 @@ def caller():
 
 
 @blp.route("")
-class LiveActivities(MethodView):
+class LiveActivities(Resource):
     """The caller's Live Activities."""
 
     @blp.doc(security=BEARER, description="Kullanıcının süresi dolmamış Live Activity kayıtlarını listeler.")
@@ -43,7 +43,7 @@ class LiveActivities(MethodView):
 
 
 @blp.route("/<activity_id>")
-class LiveActivityItem(MethodView):
+class LiveActivityItem(Resource):
     """One Live Activity of the caller."""
 
     @blp.doc(
