@@ -225,31 +225,6 @@ def read_in_autocommit():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
-def upsert(table, keys, changes):
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET changes`` in the engine's dialect (values as parameters).
-
-    PostgreSQL and SQLite (3.24+) run the same statement; SQLAlchemy builds it
-    only through each dialect's own ``insert``.
-    """
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=keys, set_={name: statement.excluded[name] for name in changes}
-    )
-
-
-def single_statement_writes():
-    """Whether the database runs a data-modifying CTE (``WITH x AS (UPDATE ...) INSERT ...``): PostgreSQL.
-
-    There a write and its audit row can be one statement, sent outside a
-    transaction: one round trip instead of ``BEGIN``, two statements, ``COMMIT``.
-    """
-    return db.engine.dialect.name == "postgresql"
-
-
 @sa.event.listens_for(sa.engine.Engine, "connect")
 def tune_sqlite(dbapi_connection, connection_record):
     """SQLite: enforce foreign keys, let writers wait instead of failing, and let readers not block them."""

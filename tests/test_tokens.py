@@ -23,6 +23,7 @@ from allmine_auth.errors import TokenRevoked
 from allmine_auth.extensions import db
 from allmine_auth.models import LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.rules import sessions
+from allmine_auth.store.unit_of_work import unit_of_work
 from allmine_auth.web.envelope import utc_timestamp
 from config import ConfigError
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
@@ -247,7 +248,7 @@ def test_a_rotated_refresh_token_is_dead_once_the_interval_is_over(app, client, 
     login = auth.login()
     newest = assert_envelope(refresh(client, login["refreshToken"]), 200)
     later = utcnow() + timedelta(seconds=app.config["REFRESH_TOKEN_REUSE_INTERVAL"] + 1)
-    with pytest.raises(TokenRevoked):
+    with pytest.raises(TokenRevoked), unit_of_work():
         sessions.rotate_refresh_token(login["refreshToken"], now=later)
     assert_dead(client, newest)
 
@@ -450,11 +451,12 @@ def test_each_refresh_gives_the_session_a_full_life_again(app, auth):
     login = auth.login()
     end = session_row(login).expires_at
     later = end - timedelta(seconds=100)  # a user who refreshes once every 30 days stays logged in
-    pair = sessions.rotate_refresh_token(login["refreshToken"], now=later)
+    with unit_of_work():
+        pair = sessions.rotate_refresh_token(login["refreshToken"], now=later)
     refreshed = claims(pair.refresh_token)
     assert pair.refresh_expires_in == REFRESH_SECONDS == refreshed["exp"] - refreshed["iat"]
     assert session_row(login).expires_at == later + timedelta(seconds=REFRESH_SECONDS)
-    with pytest.raises(TokenRevoked):  # 30 days without a refresh end it
+    with pytest.raises(TokenRevoked), unit_of_work():  # 30 days without a refresh end it
         sessions.rotate_refresh_token(pair.refresh_token, now=later + timedelta(seconds=REFRESH_SECONDS + 1))
 
 
@@ -465,16 +467,17 @@ def test_session_max_age_bounds_a_session_from_its_login(app, auth):
     session = session_row(login)
     assert session.expires_at - session.created_at == timedelta(seconds=120)
     # A refresh does not move an absolute end: the refresh token lives to it.
-    pair = sessions.rotate_refresh_token(
-        login["refreshToken"], now=session.created_at + timedelta(seconds=20)
-    )
+    with unit_of_work():
+        pair = sessions.rotate_refresh_token(
+            login["refreshToken"], now=session.created_at + timedelta(seconds=20)
+        )
     assert (
         pair.refresh_expires_in
         == 100
         == claims(pair.refresh_token)["exp"] - claims(pair.refresh_token)["iat"]
     )
     assert session_row(login).expires_at == session.created_at + timedelta(seconds=120)
-    with pytest.raises(TokenRevoked):
+    with pytest.raises(TokenRevoked), unit_of_work():
         sessions.rotate_refresh_token(pair.refresh_token, now=session.created_at + timedelta(seconds=121))
     assert session_row(login).revoked_at is None
 
