@@ -7,7 +7,15 @@ lost to an outage: a write Redis refuses is kept in the database's
 ``cache_outbox`` and every worker delivers it once Redis answers again (within
 ``CACHE_OUTBOX_INTERVAL`` seconds, and before its own first read after an
 outage it saw). A request that must promise its write is in force (a logout)
-checks ``undelivered`` after its commit and answers 503 instead of 200.
+checks ``undelivered`` after its commit (an after-commit action of its unit of
+work) and answers 503 instead of 200.
+
+The writes are sent from the SQLAlchemy session's ``after_commit`` hook, not
+from an action of the unit of work: the hook runs after every commit, also
+the one that keeps the records of an error (a reuse detection's revocation),
+after which the unit of work runs no actions; and it runs before any action,
+so the check of ``undelivered`` sees this commit's writes. The outbox's SQL
+is in ``store/outbox.py``.
 """
 
 import logging

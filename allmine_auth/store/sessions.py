@@ -102,10 +102,11 @@ def rotate_session(sid, jti, new_jti, now, new_expires_at, *, kind, ip, user_age
     if db.engine.dialect.name == "postgresql":
         # On a connection of its own rather than the ORM session's: no transaction bookkeeping to set up
         # and undo.
+        audit_row = {"b_kind": kind, "b_ip": ip, "b_user_agent": user_agent}
         with db.engine.connect() as connection:
             return (
                 connection.execution_options(isolation_level="AUTOCOMMIT")
-                .execute(ROTATE_AND_RECORD, {**params, "b_kind": kind, "b_ip": ip, "b_user_agent": user_agent})
+                .execute(ROTATE_AND_RECORD, {**params, **audit_row})
                 .first()
             )
     rotated = db.session.execute(ROTATE, params).first()
