@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from allmine_auth.cache import undelivered
+from allmine_auth.config import DEMO_COUNTRY_CODE, DEMO_PHONE, DEMO_PHONE_NUMBER
 from allmine_auth.extensions import db
 from allmine_auth.models import (
     AuthEvent,
@@ -27,9 +28,9 @@ from allmine_auth.rules.sessions import revoke_sessions
 from allmine_auth.store.bulk import MAX_USERS, seed_users
 
 DEMO_USER = {
-    "phone_e164": "+905372505890",
-    "country_code": "90",
-    "phone_number": "5372505890",
+    "phone_e164": DEMO_PHONE,
+    "country_code": DEMO_COUNTRY_CODE,
+    "phone_number": DEMO_PHONE_NUMBER,
     "name": "John",
     "surname": "Doe",
     "username": "johndoe123",
