@@ -7,7 +7,8 @@ built, by ``settings_for``: never at import, so a test or a script can set
 variables and then call ``create_app``. A value declared with ``derived`` is
 computed from the settings declared before it; a plain value is a constant
 (and a subclass's plain value, as in the tests' ``make_config``, wins over
-the environment). The three subclasses only change defaults.
+the environment). The three subclasses change defaults; the suite's also reads its own
+database and Redis variables (``TEST_DATABASE_URL``, ``TEST_REDIS_URL``).
 ``Config.check`` and ``ProductionConfig.check`` refuse settings that can't
 work, or would be unsafe in front of real users, with a one-line reason.
 """
