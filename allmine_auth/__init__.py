@@ -7,22 +7,23 @@ from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from allmine_auth.config import BASE_DIR, config_for, settings_for
 from allmine_auth.web.envelope import EnvelopeJSONProvider
-from config import BASE_DIR, config_for
 
 
 def create_app(config_class=None, *, migrations=True):
     """Build the app for ``config_class`` (default: the one ``APP_ENV`` names, else development).
 
+    The settings are read from the environment here, each time (``settings_for``), and checked.
     ``migrations=False`` leaves out Flask-Migrate (``flask db``), which a web worker never needs.
     """
     if config_class is None or isinstance(config_class, str):
         config_class = config_for(config_class or os.environ.get("APP_ENV", "development"))
-    config_class.check()
+    settings = settings_for(config_class)
     app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
     app.json = EnvelopeJSONProvider(app)
     app.session_interface = NoCookieSessions()
-    app.config.from_object(config_class)
+    app.config.from_mapping(settings)
     register_middleware(app)
     register_extensions(app, migrations)
     register_blueprints(app)

@@ -7,6 +7,7 @@ import click
 from flask import current_app
 
 from allmine_auth.cache import undelivered
+from allmine_auth.config import DEMO_COUNTRY_CODE, DEMO_PHONE, DEMO_PHONE_NUMBER
 from allmine_auth.models import User, utcnow
 from allmine_auth.rules import audit
 from allmine_auth.rules.abuse import TRIP_EVENTS
@@ -21,9 +22,9 @@ from allmine_auth.store.outbox import drop_cache_writes_older_than
 from allmine_auth.store.unit_of_work import unit_of_work
 
 DEMO_USER = {
-    "phone_e164": "+905372505890",
-    "country_code": "90",
-    "phone_number": "5372505890",
+    "phone_e164": DEMO_PHONE,
+    "country_code": DEMO_COUNTRY_CODE,
+    "phone_number": DEMO_PHONE_NUMBER,
     "name": "John",
     "surname": "Doe",
     "username": "johndoe123",

@@ -16,7 +16,10 @@ def utcnow():
 
 
 class UtcDateTime(sa.TypeDecorator):
-    """A timestamp that is always stored and returned as aware UTC (SQLite forgets the zone)."""
+    """A column type: a timestamp always stored and returned as aware UTC (SQLite forgets the zone).
+
+    The JSON field that writes one in an answer is ``web.schemas.auth.UtcTimestamp``.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True

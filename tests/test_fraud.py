@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from allmine_auth import create_app
+from allmine_auth.config import ConfigError, ProductionConfig, settings_for
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, utcnow
 from allmine_auth.rules import abuse, counters
 from allmine_auth.rules.destinations import phone_destination
 from allmine_auth.web.netutil import Client
-from config import ConfigError, ProductionConfig
 from tests.clock import Clock
 from tests.conftest import assert_envelope, assert_error, make_config
 from tests.fakes import FakeGateway, free_port
@@ -379,7 +379,7 @@ def test_attestation_settings_are_checked_at_start():
         },
     )
     with pytest.raises(ConfigError, match="ATTESTATION_PROVIDER=turnstile needs ATTESTATION_SECRET"):
-        production.check()
+        settings_for(production)
 
 
 # --- replays through the real limits on Redis ----------------------------------------------------

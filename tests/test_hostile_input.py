@@ -17,12 +17,11 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-import config
-from allmine_auth import create_app
+from allmine_auth import config, create_app
+from allmine_auth.config import ConfigError, ProductionConfig, TestingConfig
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User
 from allmine_auth.web.jwt_cache import VerifiedTokens
-from config import ConfigError, ProductionConfig, TestingConfig
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.test_app import SAFE_PRODUCTION
 from tests.test_registration import PROFILE

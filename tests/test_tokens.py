@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask_jwt_extended import get_jwt, get_jwt_header, verify_jwt_in_request
 
+from allmine_auth.config import ConfigError
 from allmine_auth.errors import TokenRevoked
 from allmine_auth.extensions import db
 from allmine_auth.models import LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.rules import sessions
 from allmine_auth.store.unit_of_work import unit_of_work
 from allmine_auth.web.envelope import utc_timestamp
-from config import ConfigError
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
 ACCESS_SECONDS = 3600

@@ -19,10 +19,10 @@ from flask import current_app
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
+from allmine_auth.config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
+from allmine_auth.config import ConfigError
 from allmine_auth.extensions import jwt
 from allmine_auth.web.resource import Resource
-from config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
-from config import ConfigError
 
 SYMMETRIC = {"HS256", "HS384", "HS512"}
 THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
