@@ -16,8 +16,10 @@ import sqlalchemy as sa
 from allmine_auth.errors import RateLimited
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User, utcnow
-from allmine_auth.rules.codes import count_attempt, record_failure
+from allmine_auth.rules.codes import record_failure
 from allmine_auth.rules.destinations import phone_destination
+from allmine_auth.store.codes import count_attempt
+from allmine_auth.store.unit_of_work import unit_of_work
 from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_error
 from tests.parallel import at_once, call
 from tests.timeshift import travel
@@ -221,10 +223,10 @@ def test_a_failure_that_meets_a_lock_set_since_its_check_is_a_429_and_counts_not
         )
     )
     db.session.commit()
-    assert count_attempt(DESTINATION, now).attempts == 1
-    with pytest.raises(RateLimited) as raised:
+    with pytest.raises(RateLimited) as raised, unit_of_work():
+        assert count_attempt(DESTINATION.channel, DESTINATION.address, now, max_attempts=3).attempts == 1
         record_failure(DESTINATION, None, now)
-    assert raised.value.retry_after == 3600
+    assert (raised.value.retry_after, raised.value.keep_records) == (3600, False)
     # Undone: the attempt on the code too.
     assert (stored_attempts(), events("code_failed"), counter().failures) == ([0], 0, 0)
 

@@ -61,7 +61,10 @@ def send_network():
 
 
 # Per IP and per network (IPv4 /24, IPv6 /56): many addresses of one network can't multiply the limit.
+# A view's own ``decorators`` replace ``Resource``'s: each list starts with them (the unit of work innermost,
+# so a request the limits refuse opens no transaction).
 SEND_LIMITS = [
+    *Resource.decorators,
     limiter.shared_limit(send_limit, scope="send"),
     limiter.shared_limit(send_network_limit, scope="send-network", key_func=send_network),
 ]
@@ -146,7 +149,7 @@ class SendEmailCode(Resource):
 class VerifyPhoneCode(Resource):
     """Log in with an SMS code."""
 
-    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -171,7 +174,7 @@ class VerifyPhoneCode(Resource):
 class VerifyEmailCode(Resource):
     """Log in with an email code."""
 
-    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -196,7 +199,7 @@ class VerifyEmailCode(Resource):
 class Refresh(Resource):
     """Rotate a refresh token."""
 
-    decorators = [limiter.limit(refresh_limit)]
+    decorators = [*Resource.decorators, limiter.limit(refresh_limit)]
 
     @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
     @blp.errors(400, 401, 413, 415, 429)
