@@ -163,6 +163,18 @@ def test_of_parallel_right_codes_one_logs_in_and_the_losers_count_nothing(shared
     assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
 
 
+def test_of_parallel_sends_to_one_number_one_stores_a_code_and_the_others_are_429(shared_app, live_url, auth):
+    answers = at_once(PARALLEL, lambda: post(f"{live_url}/api/v1/auth/send-otp", PHONE))
+    assert statuses(answers) == [201] + [429] * (PARALLEL - 1), [answer.body for answer in answers]
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_error(answer, 429, TOO_MANY)
+            assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    code = assert_envelope(next(answer for answer in answers if answer.status_code == 201), 201)["code"]
+    assert (len(stored_attempts()), events("code_sent")) == (1, 1)
+    assert_envelope(auth.verify(code), 200)
+
+
 def test_parallel_guesses_at_a_number_with_no_live_code_count_nothing(shared_app, live_url, auth):
     answers = parallel_verifies(live_url, "0000")
     for answer in answers:

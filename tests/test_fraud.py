@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 from allmine_auth import create_app
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, utcnow
+from allmine_auth.notify import DeliveryError, SmsSender
 from allmine_auth.rules import abuse, counters
 from allmine_auth.rules.destinations import phone_destination
 from allmine_auth.web.netutil import Client
@@ -160,6 +161,22 @@ def test_counters_go_on_in_the_process_when_redis_goes_away(make_app, private_re
         counters.add([("t:sent", 60, 120)], now)
         assert counters.read([("t:sent", 60, (0, 0))], now) == [[1]]
         assert "Redis unavailable; SMS counts kept in this process" in caplog.text
+
+
+class FailingSender(SmsSender):
+    """An SMS provider that refuses every message."""
+
+    def send_sms(self, phone_e164, text):
+        raise DeliveryError("refused")
+
+
+def test_an_sms_is_counted_once_delivered_and_a_refused_one_is_not(app, client):
+    sent = [("all:sent", 60, (0, 0)), ("prefix:+90:sent", 60, (0, 0)), ("net:127.0.0.0/24:sent", 60, (0, 0))]
+    assert_envelope(send(client, tr(1)), 201)
+    assert counters.read(sent, utcnow()) == [[1], [1], [1]]
+    app.extensions["allmine_sms"] = FailingSender(app.config)
+    assert_error(send(client, tr(2)), 500, "SMS gönderilirken hata oluştu")
+    assert counters.read(sent, utcnow()) == [[1], [1], [1]]
 
 
 # --- foreign prefixes: the breaker ---------------------------------------------------------------
