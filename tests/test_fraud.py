@@ -15,6 +15,8 @@ from allmine_auth.models import AuthEvent, DestinationLock, utcnow
 from allmine_auth.notify import DeliveryError, SmsSender
 from allmine_auth.rules import abuse, counters
 from allmine_auth.rules.destinations import phone_destination
+from allmine_auth.store import locks
+from allmine_auth.store.unit_of_work import unit_of_work
 from allmine_auth.web.netutil import Client
 from config import ConfigError, ProductionConfig
 from tests.clock import Clock
@@ -177,6 +179,20 @@ def test_an_sms_is_counted_once_delivered_and_a_refused_one_is_not(app, client):
     app.extensions["allmine_sms"] = FailingSender(app.config)
     assert_error(send(client, tr(2)), 500, "SMS gönderilirken hata oluştu")
     assert counters.read(sent, utcnow()) == [[1], [1], [1]]
+
+
+def test_a_marker_is_set_once_while_it_lasts_and_again_after_it_ends(app):
+    now = utcnow()
+    hour = timedelta(hours=1)
+    with unit_of_work():
+        assert locks.set_marker("sms-prefix", "+44", now, now + hour)
+        assert not locks.set_marker("sms-prefix", "+44", now + hour / 2, now + 2 * hour)
+    assert locks.lock_end("sms-prefix", "+44", now + hour / 2) == now + hour
+    assert locks.lock_end("sms-prefix", "+44", now + hour) is None
+    with unit_of_work():
+        assert locks.set_marker("sms-prefix", "+44", now + hour, now + 3 * hour)
+    breaker = db.session.get(DestinationLock, ("sms-prefix", "+44"), populate_existing=True)
+    assert (breaker.locked_at, breaker.locked_until, breaker.lock_count) == (now + hour, now + 3 * hour, 2)
 
 
 # --- foreign prefixes: the breaker ---------------------------------------------------------------
