@@ -1,5 +1,6 @@
 """The tables: users, their sessions, one-time codes, destination lock-outs and the audit trail."""
 
+import enum
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -176,6 +177,23 @@ class DestinationLock(db.Model):
     locked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lock_count: Mapped[int] = mapped_column(default=1)
+
+
+class Event(enum.StrEnum):
+    """The kinds of event the audit trail records (``AuthEvent.kind``)."""
+
+    CODE_SENT = "code_sent"
+    DELIVERY_FAILED = "delivery_failed"
+    CODE_FAILED = "code_failed"
+    DESTINATION_LOCKED = "destination_locked"
+    LOGIN = "login"
+    REFRESH = "refresh"
+    REUSE_DETECTED = "reuse_detected"
+    LOGOUT = "logout"
+    SEND_REFUSED = "send_refused"
+    DELETION_REQUESTED = "deletion_requested"
+    DELETION_CANCELLED = "deletion_cancelled"
+    ACCOUNT_ERASED = "account_erased"
 
 
 class AuthEvent(db.Model):
