@@ -204,14 +204,9 @@ logger_class = JsonAccessLogger
 
 def on_starting(server):
     """Refuse unsafe settings before any worker starts; empty the metrics directory of a previous run."""
-    import sys
+    from config import refuse_unsafe_settings
 
-    from config import ConfigError, config_for
-
-    try:
-        config_for(os.environ.get("APP_ENV", "production")).check()
-    except ConfigError as error:
-        sys.exit(f"allmine_auth: refusing to start: {error}")
+    refuse_unsafe_settings()
     keep_reuse_port_where_it_works(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)

@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 
-from config import ConfigError
+from allmine_auth.config import ConfigError
 
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 

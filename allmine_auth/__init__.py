@@ -7,22 +7,23 @@ from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from allmine_auth.envelope import EnvelopeJSONProvider
-from config import BASE_DIR, config_for
+from allmine_auth.config import BASE_DIR, config_for, settings_for
+from allmine_auth.web.envelope import EnvelopeJSONProvider
 
 
 def create_app(config_class=None, *, migrations=True):
     """Build the app for ``config_class`` (default: the one ``APP_ENV`` names, else development).
 
+    The settings are read from the environment here, each time (``settings_for``), and checked.
     ``migrations=False`` leaves out Flask-Migrate (``flask db``), which a web worker never needs.
     """
     if config_class is None or isinstance(config_class, str):
         config_class = config_for(config_class or os.environ.get("APP_ENV", "development"))
-    config_class.check()
+    settings = settings_for(config_class)
     app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
     app.json = EnvelopeJSONProvider(app)
     app.session_interface = NoCookieSessions()
-    app.config.from_object(config_class)
+    app.config.from_mapping(settings)
     register_middleware(app)
     register_extensions(app, migrations)
     register_blueprints(app)
@@ -58,13 +59,14 @@ def register_extensions(app, migrations):
     """Bind the extensions created in ``extensions``."""
     from allmine_auth import (
         cache,
-        cors,
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
-    from allmine_auth.auth import keys, profiles
-    from allmine_auth.auth.tokens import register_jwt_callbacks
     from allmine_auth.extensions import api, db, jwt, limiter
+    from allmine_auth.rules import profiles
+    from allmine_auth.web import cors
+    from allmine_auth.web.jwt import register_jwt_callbacks
+    from allmine_auth.web.routes import keys
 
     os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
@@ -89,11 +91,11 @@ def register_blueprints(app):
     """The API blueprints (documented) and the Swagger UI assets."""
     from flask import Blueprint
 
-    from allmine_auth.auth.keys import blp as keys_blp
-    from allmine_auth.auth.routes import blp as auth_blp
     from allmine_auth.extensions import api
-    from allmine_auth.health import blp as health_blp
-    from allmine_auth.live_activities.routes import blp as live_activities_blp
+    from allmine_auth.web.routes.auth import blp as auth_blp
+    from allmine_auth.web.routes.health import blp as health_blp
+    from allmine_auth.web.routes.keys import blp as keys_blp
+    from allmine_auth.web.routes.live_activities import blp as live_activities_blp
 
     api.register_blueprint(auth_blp)
     api.register_blueprint(live_activities_blp)
@@ -108,7 +110,7 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.envelope import register_errorhandlers as register
+    from allmine_auth.web.envelope import register_errorhandlers as register
 
     register(app)
 

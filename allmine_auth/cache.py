@@ -7,7 +7,15 @@ lost to an outage: a write Redis refuses is kept in the database's
 ``cache_outbox`` and every worker delivers it once Redis answers again (within
 ``CACHE_OUTBOX_INTERVAL`` seconds, and before its own first read after an
 outage it saw). A request that must promise its write is in force (a logout)
-checks ``undelivered`` after its commit and answers 503 instead of 200.
+checks ``undelivered`` after its commit (an after-commit action of its unit of
+work) and answers 503 instead of 200.
+
+The writes are sent from the SQLAlchemy session's ``after_commit`` hook, not
+from an action of the unit of work: the hook runs after every commit, also
+the one that keeps the records of an error (a reuse detection's revocation),
+after which the unit of work runs no actions; and it runs before any action,
+so the check of ``undelivered`` sees this commit's writes. The outbox's SQL
+is in ``store/outbox.py``.
 """
 
 import logging
@@ -22,7 +30,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from allmine_auth.extensions import db
-from allmine_auth.models import CacheOutbox, utcnow
+from allmine_auth.models import utcnow
+from allmine_auth.store import outbox
 
 log = logging.getLogger(__name__)
 PREFETCHED = "allmine_redis_prefetched"
@@ -162,13 +171,13 @@ PENDING = "allmine_redis_writes"
 UNDELIVERED = "allmine_redis_undelivered"
 
 
-def set_after_commit(session, key, value, ttl):
-    """Write ``key`` to Redis once ``session``'s transaction commits (dropped if it rolls back).
+def set_after_commit(key, value, ttl, *, session=None):
+    """Write ``key`` to Redis once the unit of work commits (dropped if it rolls back).
 
     Cached state must never run ahead of the database: a revocation or a
     profile change is announced only when it is durable.
     """
-    session.info.setdefault(PENDING, []).append((key, value, ttl))
+    (session or db.session).info.setdefault(PENDING, []).append((key, value, ttl))
 
 
 def write_pending(session):
@@ -191,12 +200,9 @@ def write_pending(session):
 
 def queue_in_outbox(writes, cause):
     """Keep writes Redis refused in the database, for whichever worker next reaches Redis."""
-    now = utcnow()
-    rows = [{"key": key, "value": value, "ttl": ttl, "created_at": now} for key, value, ttl in writes]
     try:
-        # Its own connection: the session's transaction is over, and this must commit on its own.
-        with db.engine.begin() as connection:
-            connection.execute(sa.insert(CacheOutbox.__table__), rows)
+        # Its own connection and transaction: the unit of work's is over, and this must commit on its own.
+        outbox.queue_cache_writes(writes, utcnow())
     except sa.exc.SQLAlchemyError:
         log.exception("could not keep %d cache writes Redis refused (%s)", len(writes), cause)
         return
@@ -215,28 +221,25 @@ def deliver_outbox(client, state):
         return  # another thread of this worker is delivering
     try:
         state.outbox_due = time.monotonic() + state.outbox_interval
-        table = CacheOutbox.__table__
-        with db.engine.connect() as connection:
-            oldest_first = sa.select(table.c.id, table.c.key, table.c.value, table.c.ttl).order_by(table.c.id)
-            rows = connection.execute(oldest_first.limit(1000)).all()
-            if not rows:
-                return
+
+        def send(rows):
             with client.pipeline(transaction=False) as pipe:
                 for row in rows:
                     pipe.set(row.key, row.value, ex=row.ttl)
                 pipe.execute()
-            connection.execute(sa.delete(table).where(table.c.id.in_([row.id for row in rows])))
-            connection.commit()
-        log.info("delivered %d cache writes from the outbox", len(rows))
+
+        delivered = outbox.deliver_cache_writes(send)
+        if delivered:
+            log.info("delivered %d cache writes from the outbox", delivered)
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the cache outbox", exc_info=True)
     finally:
         state.lock.release()
 
 
-def undelivered(session):
+def undelivered():
     """How many of the last commit's cache writes Redis refused (they wait in the outbox)."""
-    return session.info.pop(UNDELIVERED, 0)
+    return db.session.info.pop(UNDELIVERED, 0)
 
 
 def drop_pending(session):

@@ -4,24 +4,27 @@ import uuid
 from datetime import date, timedelta
 
 import click
-import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.abuse import TRIP_EVENTS
-from allmine_auth.auth.account import finalize_due_deletions
-from allmine_auth.auth.tokens import revoke_sessions
-from allmine_auth.bulk import MAX_USERS, seed_users
 from allmine_auth.cache import undelivered
-from allmine_auth.extensions import db
-from allmine_auth.live_activities.services import live_activities, purge_expired
-from allmine_auth.models import AuthEvent, CacheOutbox, DestinationLock, OneTimeCode, Session, User, utcnow
+from allmine_auth.config import DEMO_COUNTRY_CODE, DEMO_PHONE, DEMO_PHONE_NUMBER
+from allmine_auth.models import User, utcnow
+from allmine_auth.rules import audit
+from allmine_auth.rules.abuse import TRIP_EVENTS
+from allmine_auth.rules.accounts import finalize_due_deletions
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.live_activities import live_activities, purge_expired
+from allmine_auth.rules.sessions import revoke_sessions
+from allmine_auth.store import purge, users
+from allmine_auth.store.bulk import MAX_USERS, seed_users
+from allmine_auth.store.event_search import recent_events
+from allmine_auth.store.outbox import drop_cache_writes_older_than
+from allmine_auth.store.unit_of_work import unit_of_work
 
 DEMO_USER = {
-    "phone_e164": "+905372505890",
-    "country_code": "90",
-    "phone_number": "5372505890",
+    "phone_e164": DEMO_PHONE,
+    "country_code": DEMO_COUNTRY_CODE,
+    "phone_number": DEMO_PHONE_NUMBER,
     "name": "John",
     "surname": "Doe",
     "username": "johndoe123",
@@ -58,35 +61,40 @@ DEMO_USER = {
 
 def seed_demo_user():
     """Create the seed documents' example user (johndoe123) unless it exists; return it."""
-    user = db.session.scalar(sa.select(User).where(User.phone_e164 == DEMO_USER["phone_e164"]))
+    user = users.user_by_phone(DEMO_USER["phone_e164"])
     if user is None:
         user = User(**DEMO_USER)
-        db.session.add(user)
-        db.session.commit()
+        users.add_user(user)
     return user
 
 
 @click.command("seed")
 @click.option(
-    "--users", type=click.IntRange(0, MAX_USERS), default=0, help="Also bulk-insert N users (+90532…)."
+    "--users",
+    "count",
+    type=click.IntRange(0, MAX_USERS),
+    default=0,
+    help="Also bulk-insert N users (+90532…).",
 )
 @click.option(
     "--start", type=click.IntRange(0, MAX_USERS - 1), default=0, help="Number of the first bulk user."
 )
-def seed_command(users, start):
+def seed_command(count, start):
     """Load the demo data (idempotent) and say how to log in with it; ``--users N`` adds N users fast."""
-    if start + users > MAX_USERS:
-        raise click.UsageError(f"users are numbered 0..{MAX_USERS - 1}; {start}+{users} does not fit")
-    if users:
+    if start + count > MAX_USERS:
+        raise click.UsageError(f"users are numbered 0..{MAX_USERS - 1}; {start}+{count} does not fit")
+    if count:
+        # Committed in batches (a unit of work each): a million users are not one transaction.
         inserted = seed_users(
-            users,
+            count,
             start=start,
             progress=lambda done, seconds: click.echo(f"{done:,} users in {seconds:.0f} s"),
         )
         click.echo(f"Inserted {inserted:,} users.")
-        if inserted < users:
-            click.echo(f"Skipped {users - inserted:,} numbers that already had a user.")
-    user = seed_demo_user()
+        if inserted < count:
+            click.echo(f"Skipped {count - inserted:,} numbers that already had a user.")
+    with unit_of_work():
+        user = seed_demo_user()
     click.echo(f"Demo user {user.username} ({user.phone_e164}) is ready.")
     fixed = current_app.config["OTP_TEST_DESTINATIONS"].get(user.phone_e164)
     if fixed is not None:
@@ -102,28 +110,18 @@ def seed_command(users, start):
 def purge_command():
     """Delete expired one-time codes, sessions that are over, and audit events past their retention."""
     now = utcnow()
-    codes = db.session.execute(sa.delete(OneTimeCode).where(OneTimeCode.expires_at <= now)).rowcount
-    sessions = db.session.execute(
-        sa.delete(Session).where(sa.or_(Session.expires_at <= now, Session.revoked_at.is_not(None)))
-    ).rowcount
-    erased = finalize_due_deletions(now)
-    activities = purge_expired(now)
-    # Failure counters, locks, breakers and suspicions over for a day count nothing any more (a lock
-    # doubles only within a day of the last one): one row per number that ever failed would pile up.
-    day_ago = now - timedelta(days=1)
-    db.session.execute(
-        sa.delete(DestinationLock).where(
-            sa.or_(DestinationLock.locked_until.is_(None), DestinationLock.locked_until < day_ago),
-            sa.or_(DestinationLock.window_started_at.is_(None), DestinationLock.window_started_at < day_ago),
-        )
-    )
-    # An undelivered cache write older than the caches' lives has nothing left to correct in Redis.
-    config = current_app.config
-    cache_life = max(config["SESSION_CACHE_TTL"], config["PROFILE_CACHE_TTL"])
-    db.session.execute(
-        sa.delete(CacheOutbox).where(CacheOutbox.created_at < now - timedelta(seconds=cache_life))
-    )
-    db.session.commit()
+    with unit_of_work():
+        codes = purge.delete_expired_codes(now)
+        sessions = purge.delete_ended_sessions(now)
+        erased = finalize_due_deletions(now)
+        activities = purge_expired(now)
+        # Failure counters, locks, breakers and suspicions over for a day count nothing any more (a lock
+        # doubles only within a day of the last one): one row per number that ever failed would pile up.
+        purge.delete_stale_destination_locks(now - timedelta(days=1))
+        # An undelivered cache write older than the caches' lives has nothing left to correct in Redis.
+        config = current_app.config
+        cache_life = max(config["SESSION_CACHE_TTL"], config["PROFILE_CACHE_TTL"])
+        drop_cache_writes_older_than(now - timedelta(seconds=cache_life))
     click.echo(
         f"Purged {codes} expired codes, {sessions} ended sessions and {activities} expired Live Activities; "
         f"erased {erased} accounts whose deletion was due."
@@ -139,10 +137,8 @@ def purge_audit_events(now):
     limits count the last 24 hours of events.
     """
     days = current_app.config["AUDIT_RETENTION_DAYS"]
-    events = db.session.execute(
-        sa.delete(AuthEvent).where(AuthEvent.created_at < now - timedelta(days=days))
-    ).rowcount
-    db.session.commit()
+    with unit_of_work():
+        events = purge.delete_events_before(now - timedelta(days=days))
     click.echo(f"Purged {events} audit events older than {days} days.")
 
 
@@ -150,12 +146,12 @@ def purge_audit_events(now):
 @click.option("--user", "user_ref", required=True, help="A user id, phone number (E.164) or email address.")
 def revoke_command(user_ref):
     """End every session of a user at once (a stolen phone, an operator's decision)."""
-    user = find_user(user_ref)
-    ended = revoke_sessions(user.id, "operator")
-    audit.record(Event.LOGOUT, user_id=user.id, detail="operator")
-    db.session.commit()
+    with unit_of_work():
+        user = find_user(user_ref)
+        ended = revoke_sessions(user.id, "operator")
+        audit.record(Event.LOGOUT, user_id=user.id, detail="operator")
     click.echo(f"Ended {len(ended)} sessions of user {user.id}.")
-    if undelivered(db.session):
+    if undelivered():
         click.echo(
             "Redis did not answer: the revocation is in the database and waits in the cache outbox; "
             "the workers deliver it to Redis as soon as it answers.",
@@ -170,8 +166,8 @@ def revoke_command(user_ref):
 @click.option("--user", "user_ref", required=True, help="A user id, phone number (E.164) or email address.")
 def live_activities_command(user_ref):
     """List a user's Live Activities that have not expired (what the push sender would push to)."""
-    user = find_user(user_ref)
-    activities = live_activities(user.id)
+    with unit_of_work():
+        activities = live_activities(find_user(user_ref).id)
     if not activities:
         click.echo("no live activities")
     for activity in activities:
@@ -191,17 +187,16 @@ def audit_command(user_ref, destination, trips, limit):
     """Show the recent authentication events of a user, a destination, or the SMS trips, newest first."""
     if not user_ref and not destination and not trips:
         raise click.UsageError("give --user, --destination or --trips")
-    query = sa.select(AuthEvent).order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc()).limit(limit)
-    conditions = []
-    if trips:
-        conditions.append(AuthEvent.kind.in_(TRIP_EVENTS))
-    if destination:
-        conditions.append(AuthEvent.destination == destination.strip().lower())
-    if user_ref:
-        user = find_user(user_ref)
-        conditions.append(AuthEvent.user_id == user.id)
-        conditions += [AuthEvent.destination == value for value in (user.phone_e164, user.email) if value]
-    events = db.session.scalars(query.where(sa.or_(*conditions))).all()
+    destinations = [destination.strip().lower()] if destination else []
+    user_id = None
+    with unit_of_work():
+        if user_ref:
+            user = find_user(user_ref)
+            user_id = user.id
+            destinations += [value for value in (user.phone_e164, user.email) if value]
+        events = recent_events(
+            limit, kinds=TRIP_EVENTS if trips else (), destinations=destinations, user_id=user_id
+        )
     if not events:
         click.echo("no events")
     for event in events:
@@ -215,10 +210,10 @@ def audit_command(user_ref, destination, trips, limit):
 def find_user(reference):
     """The user a CLI argument names (an id, a phone number in E.164, an email address), else exit 1."""
     try:
-        user = db.session.get(User, uuid.UUID(reference))
+        user = users.user_by_id(uuid.UUID(reference))
     except ValueError:
-        column = User.email if "@" in reference else User.phone_e164
-        user = db.session.scalar(sa.select(User).where(column == reference.strip().lower()))
+        address = reference.strip().lower()
+        user = users.user_by_email(address) if "@" in reference else users.user_by_phone(address)
     if user is None:
         raise click.ClickException(f"no user {reference!r}")
     return user

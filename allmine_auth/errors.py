@@ -13,12 +13,15 @@ class ServiceError(Exception):
     status = 400
     message = "Validation failed"
 
-    def __init__(self, *details, message=None, retry_after=None):
+    def __init__(self, *details, message=None, retry_after=None, keep_records=False):
         super().__init__(message or self.message, *details)
         if message is not None:
             self.message = message
         self.details = list(details)
         self.retry_after = retry_after
+        # Whether the unit of work commits what the request wrote before this error (a failed check's
+        # count, a refused send's audit row) instead of rolling it back.
+        self.keep_records = keep_records
 
     @property
     def errors(self):

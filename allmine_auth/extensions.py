@@ -5,10 +5,10 @@ from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
-from allmine_auth.envelope import Api
-from allmine_auth.jwt_cache import CachingJWTManager
-from allmine_auth.netutil import client_ip
-from allmine_auth.openapi import ContractPlugin
+from allmine_auth.web.envelope import Api
+from allmine_auth.web.jwt_cache import CachingJWTManager
+from allmine_auth.web.netutil import client_ip
+from allmine_auth.web.openapi import ContractPlugin
 
 
 class Base(DeclarativeBase):

@@ -33,6 +33,8 @@ from flask import Response, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from allmine_auth.models import Event
+
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "unmatched"
 # Auth answers take milliseconds; an SMS or email provider call can take seconds (NOTIFY_TIMEOUT).
@@ -82,7 +84,7 @@ def _child(cache, metric, key):
 
 
 def count_event(kind):
-    """Count one auth event of ``kind`` (an ``audit.Event`` or its string value)."""
+    """Count one auth event of ``kind`` (an ``Event`` or its string value)."""
     _child(_event_children, AUTH_EVENTS, (str(kind),)).inc()
 
 
@@ -140,8 +142,6 @@ def init_app(app):
     app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
     app.after_request(observe_request)
     app.add_url_rule("/metrics", "metrics", exposition, methods=["GET"])
-    from allmine_auth.audit import Event
-
     # Zero series for every kind, so a rate() works before the first event of a kind.
     for kind in Event:
         _child(_event_children, AUTH_EVENTS, (kind.value,))

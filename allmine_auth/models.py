@@ -1,5 +1,6 @@
 """The tables: users, their sessions, one-time codes, destination lock-outs and the audit trail."""
 
+import enum
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -16,7 +17,10 @@ def utcnow():
 
 
 class UtcDateTime(sa.TypeDecorator):
-    """A timestamp that is always stored and returned as aware UTC (SQLite forgets the zone)."""
+    """A column type: a timestamp always stored and returned as aware UTC (SQLite forgets the zone).
+
+    The JSON field that writes one in an answer is ``web.schemas.auth.UtcTimestamp``.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -90,7 +94,7 @@ class User(db.Model):
 sa.Index("uq_users_username_lower", sa.func.lower(User.username), unique=True)
 
 
-class Session(db.Model):
+class LoginSession(db.Model):
     """One login on one device; its refresh token rotates, its end revokes every token it issued."""
 
     __tablename__ = "sessions"
@@ -175,6 +179,23 @@ class DestinationLock(db.Model):
     lock_count: Mapped[int] = mapped_column(default=1)
 
 
+class Event(enum.StrEnum):
+    """The kinds of event the audit trail records (``AuthEvent.kind``)."""
+
+    CODE_SENT = "code_sent"
+    DELIVERY_FAILED = "delivery_failed"
+    CODE_FAILED = "code_failed"
+    DESTINATION_LOCKED = "destination_locked"
+    LOGIN = "login"
+    REFRESH = "refresh"
+    REUSE_DETECTED = "reuse_detected"
+    LOGOUT = "logout"
+    SEND_REFUSED = "send_refused"
+    DELETION_REQUESTED = "deletion_requested"
+    DELETION_CANCELLED = "deletion_cancelled"
+    ACCOUNT_ERASED = "account_erased"
+
+
 class AuthEvent(db.Model):
     """Append-only audit trail; also what the per-destination send counts read."""
 
@@ -223,31 +244,6 @@ def read_in_autocommit():
     """
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-
-
-def upsert(table, keys, changes):
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET changes`` in the engine's dialect (values as parameters).
-
-    PostgreSQL and SQLite (3.24+) run the same statement; SQLAlchemy builds it
-    only through each dialect's own ``insert``.
-    """
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=keys, set_={name: statement.excluded[name] for name in changes}
-    )
-
-
-def single_statement_writes():
-    """Whether the database runs a data-modifying CTE (``WITH x AS (UPDATE ...) INSERT ...``): PostgreSQL.
-
-    There a write and its audit row can be one statement, sent outside a
-    transaction: one round trip instead of ``BEGIN``, two statements, ``COMMIT``.
-    """
-    return db.engine.dialect.name == "postgresql"
 
 
 @sa.event.listens_for(sa.engine.Engine, "connect")

@@ -115,8 +115,8 @@ def create_schema(app):
 
 def seed_users(app, count, start):
     """Bulk-insert users ``start..start+count`` (``flask seed --users``), numbers that exist skipped."""
-    from allmine_auth.bulk import seed_users as seed
     from allmine_auth.extensions import db
+    from allmine_auth.store.bulk import seed_users as seed
 
     with app.app_context():
         seed(count, start=start)
@@ -125,14 +125,14 @@ def seed_users(app, count, start):
 
 def phone_for(index):
     """The E.164 number of seeded user ``index``."""
-    from allmine_auth.bulk import phone_for as number
+    from allmine_auth.store.bulk import phone_for as number
 
     return number(index)
 
 
 def mint_pair(app, user_id, session_id, expires_at, refresh_jti, now):
     """An access and a refresh token for a session, signed as the service signs them (``mint_tokens``)."""
-    from allmine_auth.auth.tokens import mint_tokens
+    from allmine_auth.rules.sessions import mint_tokens
 
     session = SimpleNamespace(id=session_id, expires_at=expires_at)
     with app.app_context():
@@ -141,7 +141,7 @@ def mint_pair(app, user_id, session_id, expires_at, refresh_jti, now):
 
 def stored_code(app, address, code):
     """The stored form of an SMS ``code`` for ``address``, as ``issue_code`` stores it (``code_hmac``)."""
-    from allmine_auth.auth.otp import code_hmac
+    from allmine_auth.rules.codes import code_hmac
 
     with app.app_context():
         return code_hmac(SimpleNamespace(channel="sms", address=address), code)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from allmine_auth.models import utcnow
 
-MODULES = ("allmine_auth.auth.abuse", "allmine_auth.auth.otp", "allmine_auth.auth.services")
+MODULES = ("allmine_auth.rules.abuse", "allmine_auth.rules.codes", "allmine_auth.rules.logins")
 
 
 class Clock:

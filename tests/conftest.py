@@ -12,9 +12,9 @@ import redis
 import sqlalchemy as sa
 
 from allmine_auth import create_app
+from allmine_auth.config import TestingConfig
 from allmine_auth.extensions import db
 from allmine_auth.observability import SERVICE_LOGGERS
-from config import TestingConfig
 from tests.fakes import free_port
 from tests.faults import pg_proxy, redis_proxy  # noqa: F401  (fixtures for every module)
 from tests.parallel import threaded_server

@@ -3,7 +3,7 @@
 The server is ``python -m gunicorn -c gunicorn.conf.py wsgi:app`` started from
 the repository root with ``APP_ENV=testing`` and the caller's ``env`` on top
 (``env`` wins, so it may also set ``APP_ENV``). ``TestingConfig`` reads
-``TEST_DATABASE_URL`` and ``TEST_REDIS_URL`` when a worker imports ``config``,
+``TEST_DATABASE_URL`` and ``TEST_REDIS_URL`` when a worker builds its app,
 so pass them in ``env``: every worker is its own process, and the default
 in-memory SQLite would give each one an empty database of its own. Use a
 file (``sqlite:///{tmp_path}/db.sqlite``) or PostgreSQL.

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, LiveActivity, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, LiveActivity, LoginSession, OneTimeCode, User, utcnow
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.test_live_activities import put as put_activity
 from tests.test_tokens import REPEATED_LOGINS, assert_dead, assert_works, claims
@@ -118,7 +118,9 @@ def test_purge_erases_a_due_account_and_frees_its_phone_and_email(app, client, a
         assert getattr(user, name) is None, name
     assert user.interests == [] and user.email_verified is False
     assert (
-        db.session.scalar(sa.select(sa.func.count()).select_from(Session).where(Session.user_id == user_id))
+        db.session.scalar(
+            sa.select(sa.func.count()).select_from(LoginSession).where(LoginSession.user_id == user_id)
+        )
         == 0
     )
     assert db.session.scalars(sa.select(LiveActivity)).all() == []

@@ -2,9 +2,9 @@
 
 import sqlalchemy as sa
 
-from allmine_auth.bulk import MAX_USERS
 from allmine_auth.extensions import db
 from allmine_auth.models import User
+from allmine_auth.store.bulk import MAX_USERS
 
 
 def test_seed_users_past_the_last_number_is_a_usage_error_and_inserts_nothing(app, runner):

@@ -13,11 +13,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from allmine_auth.auth.destinations import phone_destination
-from allmine_auth.auth.otp import count_attempt, record_failure
 from allmine_auth.errors import RateLimited
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User, utcnow
+from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User, utcnow
+from allmine_auth.rules.codes import record_failure
+from allmine_auth.rules.destinations import phone_destination
+from allmine_auth.store.codes import count_attempt
+from allmine_auth.store.unit_of_work import unit_of_work
 from tests.conftest import E164, PHONE, AuthActions, assert_envelope, assert_error
 from tests.parallel import at_once, call
 from tests.timeshift import travel
@@ -151,11 +153,26 @@ def test_of_parallel_right_codes_one_logs_in_and_the_losers_count_nothing(shared
     login = assert_envelope(next(answer for answer in answers if answer.status_code == 200), 200)
     assert events("code_failed") == 0
     assert (counter(), events("destination_locked")) == (None, 0)
-    assert (db.session.scalar(sa.select(sa.func.count()).select_from(Session)), stored_attempts()) == (1, [])
+    assert (db.session.scalar(sa.select(sa.func.count()).select_from(LoginSession)), stored_attempts()) == (
+        1,
+        [],
+    )
     # Its owner, just logged in on one device, logs in again on another at once.
     again = assert_envelope(auth.verify(assert_envelope(auth.send(), 201)["code"]), 200)
     assert again["user"]["id"] == login["user"]["id"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
+
+
+def test_of_parallel_sends_to_one_number_one_stores_a_code_and_the_others_are_429(shared_app, live_url, auth):
+    answers = at_once(PARALLEL, lambda: post(f"{live_url}/api/v1/auth/send-otp", PHONE))
+    assert statuses(answers) == [201] + [429] * (PARALLEL - 1), [answer.body for answer in answers]
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_error(answer, 429, TOO_MANY)
+            assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    code = assert_envelope(next(answer for answer in answers if answer.status_code == 201), 201)["code"]
+    assert (len(stored_attempts()), events("code_sent")) == (1, 1)
+    assert_envelope(auth.verify(code), 200)
 
 
 def test_parallel_guesses_at_a_number_with_no_live_code_count_nothing(shared_app, live_url, auth):
@@ -218,10 +235,10 @@ def test_a_failure_that_meets_a_lock_set_since_its_check_is_a_429_and_counts_not
         )
     )
     db.session.commit()
-    assert count_attempt(DESTINATION, now).attempts == 1
-    with pytest.raises(RateLimited) as raised:
+    with pytest.raises(RateLimited) as raised, unit_of_work():
+        assert count_attempt(DESTINATION.channel, DESTINATION.address, now, max_attempts=3).attempts == 1
         record_failure(DESTINATION, None, now)
-    assert raised.value.retry_after == 3600
+    assert (raised.value.retry_after, raised.value.keep_records) == (3600, False)
     # Undone: the attempt on the code too.
     assert (stored_attempts(), events("code_failed"), counter().failures) == ([0], 0, 0)
 

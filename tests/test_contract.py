@@ -1,4 +1,4 @@
-"""The spec at /openapi.json as the contract app developers generate code from (``allmine_auth/openapi.py``).
+"""The spec at /openapi.json, the contract app developers generate code from (``web/openapi.py``).
 
 Every answer the suite gets is checked against it by ``tests/spec_conformance.py``; these tests check the
 spec itself: names, examples (the seeds'), required and nullable, formats. And two CLI answers a new

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
+from allmine_auth.config import parse_test_destinations, spec_options
 from allmine_auth.extensions import db
-from config import parse_test_destinations, spec_options
 from tests.fakes import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

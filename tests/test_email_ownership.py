@@ -1,7 +1,7 @@
 """Who owns an email address: a proof (an email code) wins over an unproven claim, by either route.
 
 The routes are ``complete-registration`` with ``email`` (and ``emailCode``)
-and ``verify-otp-email``; both go through ``services.claim_email``. The races
+and ``verify-otp-email``; both go through ``logins.claim_email``. The races
 run threads against a threaded server on PostgreSQL.
 """
 
@@ -14,9 +14,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from allmine_auth.auth import profiles, services
 from allmine_auth.extensions import db
 from allmine_auth.models import User
+from allmine_auth.rules import logins, profiles
 from tests.conftest import assert_envelope, assert_error, bearer
 from tests.parallel import threaded_server
 
@@ -258,7 +258,7 @@ def test_races_on_one_address_leave_one_proven_owner_and_no_500(client, people, 
 @needs_postgresql
 def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, auth, monkeypatch):
     code = assert_envelope(auth.send(), 201)["code"]
-    found = services.user_for_destination
+    found = logins.user_for_destination
 
     def another_login_commits_first(destination):
         # Another transaction creates the account between this login's look-up and its INSERT.
@@ -266,8 +266,8 @@ def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, a
             connection.execute(sa.insert(User).values(id=uuid.uuid4(), phone_e164=destination.address))
         return None
 
-    monkeypatch.setattr(services, "user_for_destination", another_login_commits_first)
+    monkeypatch.setattr(logins, "user_for_destination", another_login_commits_first)
     assert_error(auth.verify(code), 409, CONFLICT)
-    monkeypatch.setattr(services, "user_for_destination", found)
+    monkeypatch.setattr(logins, "user_for_destination", found)
     login = assert_envelope(auth.verify(code), 200)
     assert count_users() == 1 and login["user"]["id"] == str(db.session.scalar(sa.select(User.id)))

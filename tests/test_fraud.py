@@ -10,12 +10,15 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from allmine_auth import create_app
-from allmine_auth.auth import abuse, counters
-from allmine_auth.auth.destinations import phone_destination
+from allmine_auth.config import ConfigError, ProductionConfig, settings_for
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, utcnow
-from allmine_auth.netutil import Client
-from config import ConfigError, ProductionConfig
+from allmine_auth.notify import DeliveryError, SmsSender
+from allmine_auth.rules import abuse, counters
+from allmine_auth.rules.destinations import phone_destination
+from allmine_auth.store import locks
+from allmine_auth.store.unit_of_work import unit_of_work
+from allmine_auth.web.netutil import Client
 from tests.clock import Clock
 from tests.conftest import assert_envelope, assert_error, make_config
 from tests.fakes import FakeGateway, free_port
@@ -160,6 +163,36 @@ def test_counters_go_on_in_the_process_when_redis_goes_away(make_app, private_re
         counters.add([("t:sent", 60, 120)], now)
         assert counters.read([("t:sent", 60, (0, 0))], now) == [[1]]
         assert "Redis unavailable; SMS counts kept in this process" in caplog.text
+
+
+class FailingSender(SmsSender):
+    """An SMS provider that refuses every message."""
+
+    def send_sms(self, phone_e164, text):
+        raise DeliveryError("refused")
+
+
+def test_an_sms_is_counted_once_delivered_and_a_refused_one_is_not(app, client):
+    sent = [("all:sent", 60, (0, 0)), ("prefix:+90:sent", 60, (0, 0)), ("net:127.0.0.0/24:sent", 60, (0, 0))]
+    assert_envelope(send(client, tr(1)), 201)
+    assert counters.read(sent, utcnow()) == [[1], [1], [1]]
+    app.extensions["allmine_sms"] = FailingSender(app.config)
+    assert_error(send(client, tr(2)), 500, "SMS gönderilirken hata oluştu")
+    assert counters.read(sent, utcnow()) == [[1], [1], [1]]
+
+
+def test_a_marker_is_set_once_while_it_lasts_and_again_after_it_ends(app):
+    now = utcnow()
+    hour = timedelta(hours=1)
+    with unit_of_work():
+        assert locks.set_marker("sms-prefix", "+44", now, now + hour)
+        assert not locks.set_marker("sms-prefix", "+44", now + hour / 2, now + 2 * hour)
+    assert locks.lock_end("sms-prefix", "+44", now + hour / 2) == now + hour
+    assert locks.lock_end("sms-prefix", "+44", now + hour) is None
+    with unit_of_work():
+        assert locks.set_marker("sms-prefix", "+44", now + hour, now + 3 * hour)
+    breaker = db.session.get(DestinationLock, ("sms-prefix", "+44"), populate_existing=True)
+    assert (breaker.locked_at, breaker.locked_until, breaker.lock_count) == (now + hour, now + 3 * hour, 2)
 
 
 # --- foreign prefixes: the breaker ---------------------------------------------------------------
@@ -379,7 +412,7 @@ def test_attestation_settings_are_checked_at_start():
         },
     )
     with pytest.raises(ConfigError, match="ATTESTATION_PROVIDER=turnstile needs ATTESTATION_SECRET"):
-        production.check()
+        settings_for(production)
 
 
 # --- replays through the real limits on Redis ----------------------------------------------------

@@ -17,12 +17,11 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-import config
-from allmine_auth import create_app
+from allmine_auth import config, create_app
+from allmine_auth.config import ConfigError, ProductionConfig, TestingConfig
 from allmine_auth.extensions import db
-from allmine_auth.jwt_cache import VerifiedTokens
-from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session, User
-from config import ConfigError, ProductionConfig, TestingConfig
+from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User
+from allmine_auth.web.jwt_cache import VerifiedTokens
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.test_app import SAFE_PRODUCTION
 from tests.test_registration import PROFILE
@@ -39,7 +38,7 @@ OTHER_PHONE = {"countryCode": "90", "phoneNumber": "5329876543"}
 OTHER_EMAIL = "other@example.com"
 NEW_PHONE = {"countryCode": "90", "phoneNumber": "5371112233"}
 NEW_EMAIL = "new@example.com"
-TABLES = (User, OneTimeCode, Session, DestinationLock, AuthEvent)
+TABLES = (User, OneTimeCode, LoginSession, DestinationLock, AuthEvent)
 
 
 def snapshot():
@@ -419,7 +418,7 @@ def test_control_characters_in_device_headers_are_not_stored(client):
     code = client.post(f"{API}/send-otp", json=PHONE, headers=headers).get_json()["data"]["code"]
     response = client.post(f"{API}/verify-otp", json={**PHONE, "code": code}, headers=headers)
     assert_envelope(response, 200)
-    assert db.session.execute(sa.select(Session.device)).scalar_one() == "Ada's iPhone"
+    assert db.session.execute(sa.select(LoginSession.device)).scalar_one() == "Ada's iPhone"
     agents = db.session.scalars(sa.select(AuthEvent.user_agent)).all()
     assert agents == ["Allmine/2.3 (iPhone)"] * 2
 

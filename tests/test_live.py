@@ -13,9 +13,9 @@ import uuid
 import jwt
 import sqlalchemy as sa
 
-from allmine_auth.audit import Event
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, Session, User
+from allmine_auth.models import AuthEvent, LoginSession, User
+from allmine_auth.rules.audit import Event
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.parallel import at_once, call
 from tests.servers import gunicorn_server
@@ -52,8 +52,8 @@ def test_of_parallel_verifies_with_the_right_code_exactly_one_logs_in(shared_app
         if answer is not winners[0]:
             assert_error(answer, 401, "Invalid or expired code")
     login = assert_envelope(winners[0], 200)
-    assert (count(User), count(Session)) == (1, 1)
-    assert db.session.scalar(sa.select(Session.id)) == uuid.UUID(claims(login["accessToken"])["sid"])
+    assert (count(User), count(LoginSession)) == (1, 1)
+    assert db.session.scalar(sa.select(LoginSession.id)) == uuid.UUID(claims(login["accessToken"])["sid"])
 
 
 def test_parallel_refreshes_of_one_token_rotate_it_once_and_all_get_the_new_generation(shared_app, live_url):
@@ -65,7 +65,9 @@ def test_parallel_refreshes_of_one_token_rotate_it_once_and_all_get_the_new_gene
     )
     # Inside the reuse interval a concurrent retry is not a theft: every one of them gets a pair.
     pairs = [assert_envelope(answer, 200) for answer in answers]
-    session = db.session.get(Session, uuid.UUID(claims(login["accessToken"])["sid"]), populate_existing=True)
+    session = db.session.get(
+        LoginSession, uuid.UUID(claims(login["accessToken"])["sid"]), populate_existing=True
+    )
     assert (session.revoked_at, session.previous_refresh_jti) == (None, presented)
     assert {claims(pair["refreshToken"])["jti"] for pair in pairs} == {session.refresh_jti}
     assert count(AuthEvent, AuthEvent.kind == str(Event.REFRESH)) == 1

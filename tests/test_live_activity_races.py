@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import LiveActivity, Session
+from allmine_auth.models import LiveActivity, LoginSession
 from tests.conftest import AuthActions, assert_envelope, assert_error
 from tests.parallel import at_once, call
 from tests.test_live_activities import ACTIVITY, PUSH_TOKEN, put
@@ -33,9 +33,9 @@ def cached_login(make_app):
     [
         # Ended in the database, not yet in this worker's Redis (a logout whose announcement waits in the
         # outbox, a partition): the token passes the cached check.
-        sa.update(Session).values(revoked_at=sa.func.now(), revoked_reason="logout"),
+        sa.update(LoginSession).values(revoked_at=sa.func.now(), revoked_reason="logout"),
         # Then `flask purge` deleted the ended session's row.
-        sa.delete(Session),
+        sa.delete(LoginSession),
     ],
     ids=["revoked", "purged"],
 )

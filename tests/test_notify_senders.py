@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError
 from allmine_auth.notify.netgsm import NetgsmSmsSender, netgsm_number
 from allmine_auth.notify.smtp import SmtpEmailSender
 from allmine_auth.notify.twilio import TwilioSmsSender
-from config import ConfigError
 from tests.fakes import FakeGateway, FakeSmtpServer, free_port, make_certificate
 
 CODE = "4821"

@@ -8,10 +8,11 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from allmine_auth.auth.destinations import phone_destination
-from allmine_auth.auth.otp import code_hmac
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, OneTimeCode, User
+from allmine_auth.notify import DeliveryError, SmsSender
+from allmine_auth.rules.codes import code_hmac
+from allmine_auth.rules.destinations import phone_destination
 from tests.conftest import E164, PHONE, TIMESTAMP, assert_envelope, assert_error
 from tests.fakes import FakeGateway
 from tests.timeshift import travel
@@ -390,6 +391,36 @@ def test_a_failed_delivery_is_a_logged_500_and_leaves_no_usable_code(
         assert_error(client.post("/api/v1/auth/verify-otp", json={**PHONE, "code": sent}), 401, INVALID)
         gateway.respond(201, {"sid": "SM1"})
         assert_envelope(client.post("/api/v1/auth/send-otp", json=PHONE), 201)
+
+
+class ObservingSender(SmsSender):
+    """An SMS sender that notes, for each send, whether a transaction is open and the codes committed."""
+
+    def __init__(self, fails=False):
+        self.fails = fails
+        self.seen = []
+
+    def send_sms(self, phone_e164, text):
+        # Another connection sees only what was committed (on SQLite's shared in-memory database, all).
+        with db.engine.connect() as other:
+            committed = other.scalar(sa.select(sa.func.count()).select_from(OneTimeCode))
+        self.seen.append((db.session().in_transaction(), committed))
+        if self.fails:
+            raise DeliveryError("gateway down")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_code_is_delivered_once_its_send_has_committed_outside_any_transaction(app, client, fails):
+    # A hanging gateway must not hold a pooled connection and the code's row lock for its timeout.
+    sender = app.extensions["allmine_sms"] = ObservingSender(fails)
+    response = client.post("/api/v1/auth/send-otp", json=PHONE)
+    assert sender.seen == [(False, 1)]
+    if fails:
+        assert_error(response, 500, "SMS gönderilirken hata oluştu")
+        assert (stored_codes(), events("delivery_failed"), events("code_sent")) == ([], 1, 0)
+    else:
+        assert_envelope(response, 201)
+        assert (len(stored_codes()), events("delivery_failed"), events("code_sent")) == (1, 0, 1)
 
 
 def test_failed_deliveries_count_toward_the_send_caps(make_app, gateway):

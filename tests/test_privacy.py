@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from allmine_auth import create_app
-from allmine_auth.audit import Event
+from allmine_auth.config import ConfigError
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, utcnow
 from allmine_auth.observability import ServiceLogHandler
 from allmine_auth.privacy import mask_email, mask_phone, mask_text
-from config import ConfigError
+from allmine_auth.rules.audit import Event
 from tests.conftest import E164, PHONE, assert_envelope, assert_error, make_config
 from tests.fakes import FakeGateway, FakeSmtpServer
 

@@ -6,9 +6,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from allmine_auth.auth import profiles
 from allmine_auth.extensions import db
 from allmine_auth.models import User
+from allmine_auth.rules import profiles
 from tests.conftest import assert_envelope, assert_error, bearer
 from tests.test_email_login import PROFILE
 from tests.timeshift import travel

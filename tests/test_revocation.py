@@ -15,9 +15,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from allmine_auth.auth import tokens
 from allmine_auth.extensions import db
-from allmine_auth.models import CacheOutbox, Session, User, utcnow
+from allmine_auth.models import CacheOutbox, LoginSession, User, utcnow
+from allmine_auth.rules import sessions
 from tests.conftest import AuthActions, assert_envelope, assert_error
 from tests.test_tokens import REVOKED, assert_dead, claims, logout, me, refresh, sid
 
@@ -50,7 +50,7 @@ def redis_value(key):
 
 
 def session_key(pair):
-    return tokens.SESSION_CACHE_PREFIX + sid(pair)
+    return sessions.SESSION_CACHE_PREFIX + sid(pair)
 
 
 def until(check, seconds=4 * OUTBOX_INTERVAL + 2):
@@ -82,14 +82,16 @@ def test_a_logout_that_cannot_reach_redis_is_a_503_and_still_reaches_every_worke
         assert_error(response, 503, UNAVAILABLE)
         assert int(response.headers["Retry-After"]) >= 1
         # The database has it, and so does every worker reading it.
-        assert db.session.get(Session, uuid.UUID(sid(login)), populate_existing=True).revoked_at is not None
+        assert (
+            db.session.get(LoginSession, uuid.UUID(sid(login)), populate_existing=True).revoked_at is not None
+        )
         assert_error(me(client, login["accessToken"]), 401, REVOKED)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(CacheOutbox)) == 1
     # The worker the cut did not touch delivers the outbox within its interval: then it refuses too.
     with other.app_context():
         assert until(lambda: me(other_client, login["accessToken"]).status_code == 401)
         assert_dead(other_client, login)
-    assert redis_value(session_key(login)) == tokens.REVOKED
+    assert redis_value(session_key(login)) == sessions.REVOKED
 
     redis_proxy.restore()
     with app.app_context():
@@ -113,7 +115,7 @@ def test_after_a_cut_the_worker_delivers_the_outbox_before_it_trusts_redis_again
         assert float(redis_value(session_key(login))) > time.time()  # stale, as the cut left it
         time.sleep(1)
         assert_dead(client, login)
-        assert redis_value(session_key(login)) == tokens.REVOKED
+        assert redis_value(session_key(login)) == sessions.REVOKED
         # The app retries the logout: its token is dead, which is what it asked for.
         assert_error(logout(client, login["accessToken"]), 401, REVOKED)
 
@@ -129,7 +131,7 @@ def test_a_revocation_on_a_connection_an_outage_broke_still_reaches_redis(make_a
         redis_proxy.restore()  # Redis is back; the thread's pooled connection was reset under it
         time.sleep(0.1)
         assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
-        assert redis_value(session_key(login)) == tokens.REVOKED
+        assert redis_value(session_key(login)) == sessions.REVOKED
         assert_dead(client, login)
 
 
@@ -159,12 +161,12 @@ def test_a_later_logout_announces_again_what_an_earlier_one_could_not(app, clien
     assert_envelope(me(client, first["accessToken"]), 200)
     # The first session was ended (say by reuse detection) but Redis never heard: it says "active".
     db.session.execute(
-        sa.update(Session).where(Session.id == uuid.UUID(sid(first))).values(revoked_at=utcnow())
+        sa.update(LoginSession).where(LoginSession.id == uuid.UUID(sid(first))).values(revoked_at=utcnow())
     )
     db.session.commit()
     assert float(redis_value(session_key(first))) > time.time()
     assert_envelope(logout(client, second["accessToken"]), 200, data={"revokedSessions": 1})
-    assert redis_value(session_key(first)) == tokens.REVOKED
+    assert redis_value(session_key(first)) == sessions.REVOKED
     assert_dead(client, first)
     assert_dead(client, second)
 
@@ -197,5 +199,5 @@ def test_purged_sessions_stay_dead(app, client, auth, runner):
     assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
     result = runner.invoke(args=["purge"])
     assert result.exit_code == 0, result.output
-    assert db.session.get(Session, uuid.UUID(sid(login)), populate_existing=True) is None
+    assert db.session.get(LoginSession, uuid.UUID(sid(login)), populate_existing=True) is None
     assert_dead(client, login)

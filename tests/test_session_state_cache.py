@@ -6,7 +6,7 @@ import time
 import pytest
 
 from allmine_auth import create_app
-from config import ConfigError
+from allmine_auth.config import ConfigError
 from tests.conftest import AuthActions, assert_envelope, make_config
 from tests.test_tokens import me, refresh
 

@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask_jwt_extended import get_jwt, get_jwt_header, verify_jwt_in_request
 
-from allmine_auth.auth import tokens
-from allmine_auth.envelope import utc_timestamp
+from allmine_auth.config import ConfigError
 from allmine_auth.errors import TokenRevoked
 from allmine_auth.extensions import db
-from allmine_auth.models import OneTimeCode, Session, User, utcnow
-from config import ConfigError
+from allmine_auth.models import LoginSession, OneTimeCode, User, utcnow
+from allmine_auth.rules import sessions
+from allmine_auth.store.unit_of_work import unit_of_work
+from allmine_auth.web.envelope import utc_timestamp
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
 ACCESS_SECONDS = 3600
@@ -81,23 +82,23 @@ def login_from(auth, headers):
 
 
 def session_row(pair):
-    return db.session.get(Session, uuid.UUID(sid(pair)), populate_existing=True)
+    return db.session.get(LoginSession, uuid.UUID(sid(pair)), populate_existing=True)
 
 
 def session_states():
     """Every session's id, end and revocation, read fresh (to show that nothing changed)."""
     return db.session.execute(
-        sa.select(Session.id, Session.expires_at, Session.revoked_at, Session.revoked_reason).order_by(
-            Session.id
-        )
+        sa.select(
+            LoginSession.id, LoginSession.expires_at, LoginSession.revoked_at, LoginSession.revoked_reason
+        ).order_by(LoginSession.id)
     ).all()
 
 
 def end_by_time(pair):
     """Move the session's end into the past, as if its 30 days were over."""
     db.session.execute(
-        sa.update(Session)
-        .where(Session.id == uuid.UUID(sid(pair)))
+        sa.update(LoginSession)
+        .where(LoginSession.id == uuid.UUID(sid(pair)))
         .values(expires_at=utcnow() - timedelta(seconds=1))
     )
     db.session.commit()
@@ -167,7 +168,7 @@ def test_verify_answers_with_a_pair_whose_claims_name_the_user_and_the_new_sessi
     code = auth.send().get_json()["data"]["code"]
     data = assert_envelope(auth.verify(code), 200)
     user = db.session.scalar(sa.select(User))
-    session = db.session.scalar(sa.select(Session))
+    session = db.session.scalar(sa.select(LoginSession))
     assert data == {
         "accessToken": data["accessToken"],
         "refreshToken": data["refreshToken"],
@@ -247,8 +248,8 @@ def test_a_rotated_refresh_token_is_dead_once_the_interval_is_over(app, client, 
     login = auth.login()
     newest = assert_envelope(refresh(client, login["refreshToken"]), 200)
     later = utcnow() + timedelta(seconds=app.config["REFRESH_TOKEN_REUSE_INTERVAL"] + 1)
-    with pytest.raises(TokenRevoked):
-        tokens.rotate_refresh_token(login["refreshToken"], now=later)
+    with pytest.raises(TokenRevoked), unit_of_work():
+        sessions.rotate_refresh_token(login["refreshToken"], now=later)
     assert_dead(client, newest)
 
 
@@ -380,7 +381,7 @@ def test_sessions_lists_the_active_sessions_with_their_device_and_the_current_fl
     auth.login(OTHER_PHONE)
     rows = {
         str(row.id): row
-        for row in db.session.scalars(sa.select(Session).execution_options(populate_existing=True))
+        for row in db.session.scalars(sa.select(LoginSession).execution_options(populate_existing=True))
     }
 
     def listed(pair, current):
@@ -450,12 +451,13 @@ def test_each_refresh_gives_the_session_a_full_life_again(app, auth):
     login = auth.login()
     end = session_row(login).expires_at
     later = end - timedelta(seconds=100)  # a user who refreshes once every 30 days stays logged in
-    pair = tokens.rotate_refresh_token(login["refreshToken"], now=later)
+    with unit_of_work():
+        pair = sessions.rotate_refresh_token(login["refreshToken"], now=later)
     refreshed = claims(pair.refresh_token)
     assert pair.refresh_expires_in == REFRESH_SECONDS == refreshed["exp"] - refreshed["iat"]
     assert session_row(login).expires_at == later + timedelta(seconds=REFRESH_SECONDS)
-    with pytest.raises(TokenRevoked):  # 30 days without a refresh end it
-        tokens.rotate_refresh_token(pair.refresh_token, now=later + timedelta(seconds=REFRESH_SECONDS + 1))
+    with pytest.raises(TokenRevoked), unit_of_work():  # 30 days without a refresh end it
+        sessions.rotate_refresh_token(pair.refresh_token, now=later + timedelta(seconds=REFRESH_SECONDS + 1))
 
 
 @pytest.mark.parametrize("config_overrides", [{**REPEATED_LOGINS, "SESSION_MAX_AGE": 120}])
@@ -465,15 +467,18 @@ def test_session_max_age_bounds_a_session_from_its_login(app, auth):
     session = session_row(login)
     assert session.expires_at - session.created_at == timedelta(seconds=120)
     # A refresh does not move an absolute end: the refresh token lives to it.
-    pair = tokens.rotate_refresh_token(login["refreshToken"], now=session.created_at + timedelta(seconds=20))
+    with unit_of_work():
+        pair = sessions.rotate_refresh_token(
+            login["refreshToken"], now=session.created_at + timedelta(seconds=20)
+        )
     assert (
         pair.refresh_expires_in
         == 100
         == claims(pair.refresh_token)["exp"] - claims(pair.refresh_token)["iat"]
     )
     assert session_row(login).expires_at == session.created_at + timedelta(seconds=120)
-    with pytest.raises(TokenRevoked):
-        tokens.rotate_refresh_token(pair.refresh_token, now=session.created_at + timedelta(seconds=121))
+    with pytest.raises(TokenRevoked), unit_of_work():
+        sessions.rotate_refresh_token(pair.refresh_token, now=session.created_at + timedelta(seconds=121))
     assert session_row(login).revoked_at is None
 
 
@@ -520,7 +525,7 @@ def capture_statements():
 def test_the_session_state_is_cached_and_a_logout_is_seen_at_once(app, client, auth):
     login = auth.login()
     cache = app.extensions["allmine_redis"]
-    key = tokens.SESSION_CACHE_PREFIX + sid(login)
+    key = sessions.SESSION_CACHE_PREFIX + sid(login)
     assert cache.get(key) is None
     assert_envelope(me(client, login["accessToken"]), 200)
     assert float(cache.get(key)) == session_row(login).expires_at.timestamp()
@@ -533,7 +538,7 @@ def test_the_session_state_is_cached_and_a_logout_is_seen_at_once(app, client, a
     # The revocation check of a cached session is one Redis read, no query on the sessions table.
     assert not [statement for statement in statements if "sessions" in statement]
     assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
-    assert cache.get(key) == tokens.REVOKED
+    assert cache.get(key) == sessions.REVOKED
     assert_dead(client, login)
 
 
@@ -553,12 +558,12 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
             monkeypatch.setitem(app.extensions, "allmine_redis", real)
             with db.engine.begin() as connection:
                 connection.execute(
-                    sa.update(Session)
-                    .where(Session.id == uuid.UUID(sid(login)))
+                    sa.update(LoginSession)
+                    .where(LoginSession.id == uuid.UUID(sid(login)))
                     .values(revoked_at=utcnow(), revoked_reason="logout")
                 )
             # What the logout's commit writes: the revocation mark.
-            real.set(tokens.SESSION_CACHE_PREFIX + sid(login), tokens.REVOKED, ex=300)
+            real.set(sessions.SESSION_CACHE_PREFIX + sid(login), sessions.REVOKED, ex=300)
             return real.set(*args, **kwargs)
 
     # Worker B misses the cache and reads "active" from the database; worker A's logout commits and
@@ -570,7 +575,7 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
     assert_dead(client, login)
 
 
-# The verified-token cache (allmine_auth/jwt_cache.py)
+# The verified-token cache (allmine_auth/web/jwt_cache.py)
 
 
 def count_signature_checks(monkeypatch):

@@ -5,13 +5,13 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, DestinationLock, OneTimeCode, Session
+from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode
 
 COLUMNS = {
     OneTimeCode: ("created_at", "expires_at"),
     AuthEvent: ("created_at",),
     DestinationLock: ("window_started_at", "locked_at", "locked_until"),
-    Session: ("created_at", "last_used_at", "expires_at", "rotated_at"),
+    LoginSession: ("created_at", "last_used_at", "expires_at", "rotated_at"),
 }
 
 

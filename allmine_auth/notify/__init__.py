@@ -2,9 +2,9 @@
 
 from flask import current_app
 
+from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError, EmailSender, SmsSender
 from allmine_auth.notify.console import ConsoleEmailSender, ConsoleSmsSender
-from config import ConfigError
 
 SMS_SENDERS = {"console": ConsoleSmsSender}
 EMAIL_SENDERS = {"console": ConsoleEmailSender}

@@ -10,8 +10,8 @@ import logging
 
 import requests
 
+from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError, SmsSender
-from config import ConfigError
 
 log = logging.getLogger(__name__)
 

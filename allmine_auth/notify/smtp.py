@@ -12,8 +12,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
+from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError, EmailSender
-from config import ConfigError
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 

@@ -1,14 +1,14 @@
-"""The Live Activities blueprint: thin MethodViews over ``services``."""
+"""The Live Activities blueprint: thin views over ``services``."""
 
 import uuid
 
-from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.auth.routes import BEARER, WARNING
-from allmine_auth.envelope import Blueprint
-from allmine_auth.live_activities import services
-from allmine_auth.live_activities.schemas import (
+from allmine_auth.rules import live_activities
+from allmine_auth.web.envelope import Blueprint
+from allmine_auth.web.resource import Resource
+from allmine_auth.web.routes.auth import BEARER, WARNING
+from allmine_auth.web.schemas.live_activities import (
     DeletedActivitySchema,
     LiveActivityBodySchema,
     LiveActivitySchema,
@@ -29,7 +29,7 @@ def caller():
 
 
 @blp.route("")
-class LiveActivities(MethodView):
+class LiveActivities(Resource):
     """The caller's Live Activities."""
 
     @blp.doc(security=BEARER, description="Kullanıcının süresi dolmamış Live Activity kayıtlarını listeler.")
@@ -39,11 +39,11 @@ class LiveActivities(MethodView):
     def get(self):
         """Live Activity kayıtlarını listele"""
         user_id, _ = caller()
-        return services.live_activities(user_id)
+        return live_activities.live_activities(user_id)
 
 
 @blp.route("/<activity_id>")
-class LiveActivityItem(MethodView):
+class LiveActivityItem(Resource):
     """One Live Activity of the caller."""
 
     @blp.doc(
@@ -64,7 +64,7 @@ class LiveActivityItem(MethodView):
             "reference_id": body["referenceId"],
             "expires_at": body["expiresAt"],
         }
-        return services.register_activity(user_id, session_id, activity_id, fields)
+        return live_activities.register_activity(user_id, session_id, activity_id, fields)
 
     @blp.doc(
         security=BEARER,
@@ -77,5 +77,5 @@ class LiveActivityItem(MethodView):
     def delete(self, activity_id):
         """Delete runtime Live Activity session"""
         user_id, _ = caller()
-        services.delete_activity(user_id, activity_id)
+        live_activities.delete_activity(user_id, activity_id)
         return {"activityId": activity_id, "deleted": True}

@@ -10,11 +10,10 @@ than 12 hours here, and ``flask purge`` deletes what expired.
 import re
 from datetime import timedelta
 
-import sqlalchemy as sa
-
 from allmine_auth.errors import NotFound, TokenRevoked, ValidationFailed
-from allmine_auth.extensions import db
-from allmine_auth.models import LiveActivity, Session, upsert, utcnow
+from allmine_auth.models import utcnow
+from allmine_auth.store import live_activities as store
+from allmine_auth.store.sessions import hold_active_session
 
 MAX_LIFE = timedelta(hours=12)
 ACTIVITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -44,64 +43,34 @@ def register_activity(user_id, session_id, activity_id, fields, now=None):
     # session must be active in the database, and stay so until this commits (FOR SHARE: a revocation's
     # UPDATE waits, then deletes this row with the others). Else no push target outlives its session, and
     # a session's row purged meanwhile is a 401, not a foreign-key 500.
-    active = db.session.scalar(
-        sa.select(Session.id)
-        .where(
-            Session.id == session_id,
-            Session.user_id == user_id,
-            Session.revoked_at.is_(None),
-            Session.expires_at > now,
-        )
-        .with_for_update(read=True)
-    )
-    if active is None:
-        db.session.rollback()
+    if not hold_active_session(session_id, user_id, now):
         raise TokenRevoked()
-    changes = {
-        "session_id": session_id,
-        "push_token": fields["push_token"].lower(),
-        "kind": fields["kind"],
-        "reference_id": fields["reference_id"],
-        "expires_at": expires_at,
-        "updated_at": now,
-    }
-    # One statement: two parallel registrations of one id end as one row, never a 500. The record comes
-    # back from the write itself: read after the commit, a logout that ended the session just then has
-    # deleted it already, and the answer would be an empty record.
-    table = LiveActivity.__table__
-    record = db.session.execute(
-        upsert(table, ["user_id", "activity_id"], changes).returning(*table.c),
-        {"user_id": user_id, "activity_id": activity_id, "created_at": now, **changes},
-    ).one()
-    db.session.commit()
-    return record
+    # The record comes back from the write itself: read after the commit, a logout that ended the session
+    # just then has deleted it already, and the answer would be an empty record.
+    return store.upsert_live_activity(
+        user_id,
+        activity_id,
+        session_id,
+        fields["push_token"].lower(),
+        fields["kind"],
+        fields["reference_id"],
+        expires_at,
+        now,
+    )
 
 
 def live_activities(user_id, now=None):
     """The user's activities that have not expired, newest first."""
-    now = now or utcnow()
-    return db.session.scalars(
-        sa.select(LiveActivity)
-        .where(LiveActivity.user_id == user_id, LiveActivity.expires_at > now)
-        .order_by(LiveActivity.created_at.desc(), LiveActivity.activity_id)
-    ).all()
+    return store.list_live_activities(user_id, now or utcnow())
 
 
 def delete_activity(user_id, activity_id):
     """Delete the caller's activity; 404 when the user has none of that id."""
     check_activity_id(activity_id)
-    deleted = db.session.execute(
-        sa.delete(LiveActivity).where(
-            LiveActivity.user_id == user_id, LiveActivity.activity_id == activity_id
-        )
-    ).rowcount
-    if not deleted:
-        db.session.rollback()
+    if not store.delete_live_activity(user_id, activity_id):
         raise NotFound()
-    db.session.commit()
 
 
 def purge_expired(now=None):
     """Delete expired activities (``flask purge``); return how many."""
-    now = now or utcnow()
-    return db.session.execute(sa.delete(LiveActivity).where(LiveActivity.expires_at <= now)).rowcount
+    return store.delete_expired_activities(now or utcnow())

@@ -5,14 +5,14 @@ import logging
 import redis
 import sqlalchemy as sa
 from flask import current_app
-from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from allmine_auth.cache import get_redis
-from allmine_auth.envelope import Blueprint
 from allmine_auth.errors import ServiceUnavailable
 from allmine_auth.extensions import db
-from allmine_auth.outage import DATABASE_ERRORS, outage_of
+from allmine_auth.store.outage import DATABASE_ERRORS, outage_of
+from allmine_auth.web.envelope import Blueprint
+from allmine_auth.web.resource import Resource
 
 log = logging.getLogger(__name__)
 blp = Blueprint("Health", __name__, description="Liveness and readiness probes.")
@@ -28,7 +28,7 @@ class StatusSchema(Schema):
 
 
 @blp.route("/healthz")
-class Liveness(MethodView):
+class Liveness(Resource):
     """The process answers."""
 
     @blp.response(200, StatusSchema)
@@ -38,7 +38,7 @@ class Liveness(MethodView):
 
 
 @blp.route("/readyz")
-class Readiness(MethodView):
+class Readiness(Resource):
     """The process can serve: the database (and Redis, when configured) answer."""
 
     @blp.errors(503)

@@ -16,13 +16,13 @@ import jwt as pyjwt
 import marshmallow as ma
 from cryptography.hazmat.primitives import serialization
 from flask import current_app
-from flask.views import MethodView
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
+from allmine_auth.config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
+from allmine_auth.config import ConfigError
 from allmine_auth.extensions import jwt
-from config import ASYMMETRIC_JWT_ALGORITHMS as ASYMMETRIC
-from config import ConfigError
+from allmine_auth.web.resource import Resource
 
 SYMMETRIC = {"HS256", "HS384", "HS512"}
 THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
@@ -95,7 +95,7 @@ class JwksSchema(ma.Schema):
 
 
 @blp.route("/.well-known/jwks.json")
-class Jwks(MethodView):
+class Jwks(Resource):
     """The public keys that sign access tokens."""
 
     @blp.response(200, JwksSchema)

@@ -1,23 +1,22 @@
 """Login and profile rules, on plain values: no request object reaches this module."""
 
-import hashlib
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.abuse import count_sms_verified, guard_sms_send
-from allmine_auth.auth.destinations import EMAIL, SMS
-from allmine_auth.auth.otp import code_ttl, consume_code, issue_code
-from allmine_auth.auth.tokens import open_session
 from allmine_auth.errors import Conflict
-from allmine_auth.extensions import db
 from allmine_auth.models import User, utcnow
 from allmine_auth.notify import email_sender, messages, sms_sender
+from allmine_auth.rules import audit
+from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
+from allmine_auth.rules.destinations import EMAIL, SMS
+from allmine_auth.rules.sessions import open_session
+from allmine_auth.store import users
+from allmine_auth.store.unit_of_work import after_commit
 
 
 def send_code(destination, client=None):
@@ -39,21 +38,17 @@ def send_code(destination, client=None):
 
 def user_for_destination(destination):
     """The account that owns ``destination``, or ``None``."""
-    return db.session.scalar(USER_BY[destination.channel], {"address": destination.address})
-
-
-# Built once (compiled once): the lookup of every login.
-USER_BY = {
-    SMS: sa.select(User).where(User.phone_e164 == sa.bindparam("address")),
-    EMAIL: sa.select(User).where(User.email == sa.bindparam("address")),
-}
+    if destination.channel == SMS:
+        return users.user_by_phone(destination.address)
+    return users.user_by_email(destination.address)
 
 
 def login_with_code(destination, code, client=None, *, signup_source=None, signup_campaign=None):
     """Check the code, find or create the account, open a session; return ``(user, tokens)``.
 
     A new account keeps the ``signupSource``/``signupCampaign`` of its first
-    login only. The code's use, the account and the session commit together.
+    login only. The code's use, the account and the session commit together
+    (the unit of work's commit).
     An email login is a proof of the address: it finds the account that
     proved it before, else makes a new one that takes the address
     (``claim_email``, which removes an unproven copy from another account).
@@ -67,10 +62,9 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         audit.record(
             Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
         )
-        db.session.commit()
     # Counted once the login is durable: a login that answered 409 or 503 verified nothing, and its retry
     # would count the same code twice.
-    count_sms_verified(destination, client, now)
+    after_commit(lambda: count_sms_verified(destination, client, now))
     return user, tokens
 
 
@@ -78,7 +72,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
     """The account ``destination`` logs in to, made (and added to the session) on a first login."""
     if destination.channel == EMAIL:
         lock_email(destination.address)
-        user = proven_email_owner(destination.address)
+        user = users.proven_email_owner(destination.address)
     else:
         user = user_for_destination(destination)
     if user is None:
@@ -96,7 +90,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
             user.phone_number = destination.national_number
         else:
             claim_email(user, destination.address, proven=True)
-        db.session.add(user)
+        users.add_user(user)
     else:
         user.last_login = now
     return user
@@ -106,24 +100,15 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
 def duplicate_is_conflict():
     """A unique constraint another transaction won (an address, a phone, a username) is a 409, not a 500.
 
-    It may fire at any flush inside, not only at the commit. The rollback
-    undoes everything of this request, the use of its code too: the code
-    still works for a retry.
+    It may fire at any flush inside; one found at the commit is the unit of
+    work's to map. The ``Conflict`` keeps no records: the unit of work's
+    rollback undoes everything of this request, the use of its code too, and
+    the code still works for a retry.
     """
     try:
         yield
     except IntegrityError:
-        db.session.rollback()
         raise Conflict() from None
-
-
-def email_lock_key(address):
-    """The PostgreSQL advisory lock key of ``address``: 64 bits of a SHA-256, the same in every process."""
-    digest = hashlib.sha256(f"allmine-auth:email:{address}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-LOCK_EMAIL = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger)))
 
 
 def lock_email(address):
@@ -137,13 +122,7 @@ def lock_email(address):
     can't wait on each other's rows. SQLite runs one writer at a time; a
     collision left there is a unique violation, answered 409.
     """
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(LOCK_EMAIL, {"key": email_lock_key(address)})
-
-
-def proven_email_owner(address):
-    """The account that proved ``address``, or ``None`` (an unproven holder is no owner)."""
-    return db.session.scalar(sa.select(User).where(User.email == address, User.email_verified))
+    users.lock_email(address)
 
 
 def claim_email(user, address, proven):
@@ -159,33 +138,23 @@ def claim_email(user, address, proven):
     ``complete-registration`` with ``email`` (and ``emailCode``).
     """
     lock_email(address)
-    if sa.inspect(user).persistent:
+    if users.is_stored(user):
         # Read again under the lock: a proof may have taken the address from ``user`` since it was loaded.
-        db.session.refresh(user, ["email", "email_verified"])
+        users.reread_email(user)
     if user.email == address:
         user.email_verified = user.email_verified or proven
         return
-    holder = db.session.scalar(
-        sa.select(User)
-        .where(User.email == address, User.id != user.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    holder = users.other_email_holder(address, user.id)
     if holder is not None:
         if holder.email_verified or not proven:
             raise Conflict()
         holder.email, holder.email_verified = None, False
         # Written now: the address must be free before ``user``'s row takes it (the unique constraint).
-        db.session.flush()
+        users.write_now()
     user.email, user.email_verified = address, proven
 
 
 USERNAME_CHANGE_INTERVAL = timedelta(days=30)
-
-
-def username_owner(username):
-    """The id of the account holding ``username`` (case-insensitive), or ``None``."""
-    return db.session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower()))
 
 
 def complete_registration(user, profile, client=None):
@@ -200,7 +169,7 @@ def complete_registration(user, profile, client=None):
     now = utcnow()
     username = profile["username"]
     renaming = username != user.username
-    if renaming and username_owner(username) not in (None, user.id):
+    if renaming and users.username_owner(username) not in (None, user.id):
         raise Conflict()
     changing_username = renaming and user.is_registration_complete and user.username is not None
     last_change = user.last_username_change_date
@@ -213,7 +182,6 @@ def complete_registration(user, profile, client=None):
         consume_code(destination, profile["emailCode"], client, now=now)
     with duplicate_is_conflict():
         update_profile(user, profile, destination, proven, changing_username, now)
-        db.session.commit()
     return user
 
 

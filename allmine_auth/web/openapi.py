@@ -22,8 +22,8 @@ from http import HTTPStatus
 from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from allmine_auth.auth.schemas import UtcDateTime
-from allmine_auth.envelope import ERROR_TEXTS, RETRY_AFTER
+from allmine_auth.web.envelope import ERROR_TEXTS, RETRY_AFTER
+from allmine_auth.web.schemas.auth import UtcTimestamp
 
 # The seeds' delivery failure texts (``DELIVERY_MESSAGES`` of auth/otp.py, which imports too much for here).
 SMS_FAILED = "SMS gönderilirken hata oluştu"
@@ -238,7 +238,7 @@ def all_dump_only(schema):
 
 def field_format(self, field, ret, **kwargs):
     """Converter attribute function: the string formats marshmallow's types don't say."""
-    if isinstance(field, UtcDateTime):
+    if isinstance(field, UtcTimestamp):
         return {"type": "string", "format": "date-time"}
     if field.name in EMAIL_FIELDS and ret.get("type") == "string":
         return {"format": "email"}

@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from allmine_auth.auth.schemas import FullMatch, Text, UtcDateTime, attr
+from allmine_auth.web.schemas.auth import FullMatch, Text, UtcTimestamp, attr
 
 # APNs push tokens are hex, an even number of digits (32 bytes and more for Live Activity tokens).
 PUSH_TOKEN = FullMatch(r"^(?:[0-9A-Fa-f]{2}){16,256}$", error="An APNs push token: 32 to 512 hex digits.")
@@ -50,9 +50,9 @@ class LiveActivitySchema(ma.Schema):
     pushToken = attr("push_token", allow_none=False)
     kind = attr("kind", allow_none=False, metadata={"example": "livestream"})
     referenceId = attr("reference_id", metadata={"example": "stream-8842"})
-    expiresAt = attr("expires_at", UtcDateTime, allow_none=False)
-    createdAt = attr("created_at", UtcDateTime, allow_none=False)
-    updatedAt = attr("updated_at", UtcDateTime, allow_none=False)
+    expiresAt = attr("expires_at", UtcTimestamp, allow_none=False)
+    createdAt = attr("created_at", UtcTimestamp, allow_none=False)
+    updatedAt = attr("updated_at", UtcTimestamp, allow_none=False)
 
 
 class DeletedActivitySchema(ma.Schema):

@@ -4,7 +4,7 @@ SMS pumping (toll fraud) sends codes to numbers whose carrier pays the attacker 
 ever types those codes in. So the signal, as in Twilio's Fraud Guard, is conversion: codes verified
 per codes sent, per calling-code prefix over a sliding hour, next to the prefix's own normal volume.
 
-- ``guard_sms_send`` (inside ``otp.issue_code``, test destinations skip it): the country allowlist,
+- ``guard_sms_send`` (inside ``codes.issue_code``, test destinations skip it): the country allowlist,
   an open prefix breaker, and the global hourly cost ceiling.
 - ``screen_sms_send`` (the send view, before the code is drawn): a prefix *trips* when its sends in
   the last hour reach ``SMS_TRIP_FACTOR`` x its normal and under ``SMS_TRIP_CONVERSION_PERCENT`` of
@@ -12,14 +12,17 @@ per codes sent, per calling-code prefix over a sliding hour, next to the prefix'
   A home prefix (``SMS_HOME_COUNTRIES``) is never shut off whole: it becomes *suspect*, and so does a
   network (IPv4 /24, IPv6 /56) whose own sends show the same collapse. While suspect, SMS sends from
   that network or to that prefix get the per-network limit divided by ``SMS_SUSPECT_LIMIT_DIVISOR``
-  and must bring a client attestation (``allmine_auth.attestation``).
+  and must bring a client attestation (``allmine_auth.rules.attestation``).
 - ``count_sms_sent`` and ``count_sms_verified`` feed the counters (``counters``: Redis, else this
   process), after a code was handed to the SMS provider and after one was verified.
 
 Every refusal is logged and audited (``send_refused``); every trip is logged, audited
 (``prefix_tripped``, ``network_suspected``: ``flask audit --trips``) and counted in ``/metrics``.
+A refusal keeps its audit row and the markers set before it: it is raised with ``keep_records=True``
+(the unit of work commits them). The markers are rows of ``destination_locks`` (``store.locks``).
 """
 
+import functools
 import ipaddress
 import logging
 import math
@@ -27,20 +30,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import phonenumbers
-import sqlalchemy as sa
 from flask import current_app
 from limits import parse_many
-from sqlalchemy.exc import IntegrityError
 
-from allmine_auth import attestation, audit, metrics
-from allmine_auth.audit import Event
-from allmine_auth.auth import counters
-from allmine_auth.auth.destinations import SMS
-from allmine_auth.auth.otp import seconds_until, test_code_for
+from allmine_auth import metrics
 from allmine_auth.errors import AttestationRequired, RateLimited, ServiceUnavailable, ValidationFailed
-from allmine_auth.extensions import db
-from allmine_auth.models import DestinationLock, utcnow
+from allmine_auth.models import Event, utcnow
 from allmine_auth.privacy import mask_destination
+from allmine_auth.rules import attestation, audit, counters
+from allmine_auth.rules.codes import seconds_until, test_code_for
+from allmine_auth.rules.destinations import SMS
+from allmine_auth.store import locks
+from allmine_auth.store.unit_of_work import after_commit, in_unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,10 @@ def home_prefixes():
 
 
 def refuse(error, destination, client, reason):
-    """Log and audit a refused send, then raise ``error``."""
+    """Log and audit a refused send, raise ``error``, which keeps the audit row and any marker set before."""
     log.warning("SMS send refused (%s) for %s", reason, mask_destination(destination))
     audit.record(Event.SEND_REFUSED, client, destination=destination, detail=reason[:255])
-    db.session.commit()
+    error.keep_records = True
     raise error
 
 
@@ -106,20 +107,26 @@ def skips_screening(destination, now):
 
 
 def count_sms_sent(destination, client=None, now=None):
-    """Count an SMS code handed to the provider: for the global budget, its prefix and its network."""
+    """Count an SMS code handed to the provider: for the global budget, its prefix and its network.
+
+    Inside a unit of work (the send view, after ``issue_code``) the count is an after-commit action,
+    so it runs after the code's delivery, which ``issue_code`` queued first, and only if that
+    succeeded: a send the provider refused is not counted. Elsewhere it counts at once.
+    """
     now = now or utcnow()
     if skips_screening(destination, now):
         return
     network = network_of(client.ip if client else None)
     ttl = minute_ttl()
-    counters.add(
-        [
-            ("all:sent", MINUTE, ttl),
-            (f"prefix:{destination.prefix}:sent", MINUTE, ttl),
-            (f"net:{network}:sent", MINUTE, ttl),
-        ],
-        now,
-    )
+    increments = [
+        ("all:sent", MINUTE, ttl),
+        (f"prefix:{destination.prefix}:sent", MINUTE, ttl),
+        (f"net:{network}:sent", MINUTE, ttl),
+    ]
+    if in_unit_of_work():
+        after_commit(functools.partial(counters.add, increments, now))
+    else:
+        counters.add(increments, now)
 
 
 def count_sms_verified(destination, client=None, now=None):
@@ -215,42 +222,19 @@ def network_trips(traffic):
     return traffic.network_sent >= threshold and collapsed(by_minute, traffic.network_verified, threshold)
 
 
-def live_marker(channel, key, now):
-    """The breaker or suspicion mark ``(channel, key)`` while it lasts, else ``None``."""
-    row = db.session.get(DestinationLock, (channel, key))
-    return row if row is not None and row.locked_until > now else None
+def marker_end(channel, key, now):
+    """When the breaker or suspicion mark ``(channel, key)`` ends, while it lasts; else ``None``."""
+    return locks.lock_end(channel, key, now)
 
 
 def set_marker(channel, key, now, seconds):
-    """Set the mark ``(channel, key)`` until ``now + seconds`` and commit; return its end.
+    """Set the mark ``(channel, key)`` until ``now + seconds`` (in the unit of work); return its end.
 
-    ``None`` when a concurrent request set it first (an ``UPDATE`` of an expired mark that finds it
-    live, or the second ``INSERT`` of a new one): only one request reports the trip.
+    ``None`` when a concurrent request set it first: only one request reports the trip. The mark
+    commits with the request, which keeps it even when it ends in a refusal (``refuse``).
     """
     until = now + timedelta(seconds=seconds)
-    table = DestinationLock.__table__
-    where = (table.c.channel == channel, table.c.destination == key)
-    renewed = db.session.execute(
-        sa.update(table)
-        .where(*where, table.c.locked_until <= now)
-        .values(locked_at=now, locked_until=until, lock_count=table.c.lock_count + 1)
-    ).rowcount
-    try:
-        if not renewed:
-            if db.session.scalar(sa.select(sa.func.count()).select_from(table).where(*where)):
-                db.session.rollback()
-                return None
-            # PostgreSQL refuses the second INSERT at once, SQLite at the commit.
-            db.session.execute(
-                sa.insert(table).values(channel=channel, destination=key, locked_at=now, locked_until=until)
-            )
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return None
-    # The ORM may hold the old row from an earlier ``get``: read the new one next time.
-    db.session.expire_all()
-    return until
+    return until if locks.set_marker(channel, key, now, until) else None
 
 
 def report_trip(kind, scope, action, what, until, traffic, destination, client):
@@ -263,7 +247,6 @@ def report_trip(kind, scope, action, what, until, traffic, destination, client):
     log.error("SMS fraud rule tripped: %s", detail)
     audit.record(kind, client, destination=destination, detail=detail[:255])
     metrics.count_sms_trip(scope, action)
-    db.session.commit()
 
 
 def guard_sms_send(destination, client, now):
@@ -272,9 +255,9 @@ def guard_sms_send(destination, client, now):
     if destination.region not in config["SMS_ALLOWED_COUNTRIES"]:
         error = ValidationFailed("countryCode: SMS to this country is not available.")
         refuse(error, destination, client, f"country {destination.region} not allowed")
-    breaker = live_marker(BREAKER_CHANNEL, destination.prefix, now)
-    if breaker is not None:
-        retry_after = seconds_until(breaker.locked_until, now)
+    breaker_end = marker_end(BREAKER_CHANNEL, destination.prefix, now)
+    if breaker_end is not None:
+        retry_after = seconds_until(breaker_end, now)
         refuse(RateLimited(retry_after=retry_after), destination, client, "breaker open")
     (by_minute,) = counters.read([("all:sent", MINUTE, (1 - WINDOW_MINUTES, 0))], now)
     if sum(by_minute) >= config["SMS_GLOBAL_HOURLY_BUDGET"]:
@@ -293,13 +276,13 @@ def screen_sms_send(destination, client, token=None, now=None):
     config = current_app.config
     if skips_screening(destination, now) or destination.region not in config["SMS_ALLOWED_COUNTRIES"]:
         return  # nothing to pay for, or guard_sms_send refuses it
-    if live_marker(BREAKER_CHANNEL, destination.prefix, now) is not None:
+    if marker_end(BREAKER_CHANNEL, destination.prefix, now) is not None:
         return  # guard_sms_send refuses it with the breaker's own Retry-After
     prefix = destination.prefix
     network = network_of(client.ip if client else None)
     home = prefix in home_prefixes()
     traffic = read_traffic(prefix, network, now)
-    prefix_suspect = home and live_marker(SUSPECT_PREFIX_CHANNEL, prefix, now) is not None
+    prefix_suspect = home and marker_end(SUSPECT_PREFIX_CHANNEL, prefix, now) is not None
     if not prefix_suspect and prefix_trips(traffic):
         if home:
             prefix_suspect = True
@@ -315,7 +298,7 @@ def screen_sms_send(destination, client, token=None, now=None):
                 log.error("SMS circuit breaker opened for %s until %s", prefix, until.isoformat())
                 report_trip(PREFIX_TRIPPED, "prefix", "breaker", prefix, until, traffic, destination, client)
             refuse(RateLimited(retry_after=seconds), destination, client, "prefix tripped")
-    network_suspect = live_marker(SUSPECT_NETWORK_CHANNEL, network, now) is not None
+    network_suspect = marker_end(SUSPECT_NETWORK_CHANNEL, network, now) is not None
     if not network_suspect and network_trips(traffic):
         network_suspect = True
         until = set_marker(SUSPECT_NETWORK_CHANNEL, network, now, config["SMS_SUSPICION_SECONDS"])

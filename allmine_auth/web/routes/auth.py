@@ -1,14 +1,17 @@
-"""The Authentication blueprint: thin MethodViews over ``services`` and ``tokens``."""
+"""The Authentication blueprint: thin views over ``services`` and ``tokens``."""
 
 import uuid
 
 from flask import current_app, request
-from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth import attestation
-from allmine_auth.auth import abuse, account, profiles, services, tokens
-from allmine_auth.auth.schemas import (
+from allmine_auth.extensions import limiter
+from allmine_auth.models import read_in_autocommit
+from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
+from allmine_auth.web.envelope import Blueprint, raw_envelope_response
+from allmine_auth.web.netutil import client_ip, current_client
+from allmine_auth.web.resource import Resource
+from allmine_auth.web.schemas.auth import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
     EmailSchema,
@@ -24,10 +27,6 @@ from allmine_auth.auth.schemas import (
     VerifyEmailSchema,
     VerifyPhoneSchema,
 )
-from allmine_auth.envelope import Blueprint, raw_envelope_response
-from allmine_auth.extensions import limiter
-from allmine_auth.models import read_in_autocommit
-from allmine_auth.netutil import client_ip, current_client
 
 blp = Blueprint(
     "Authentication",
@@ -62,7 +61,10 @@ def send_network():
 
 
 # Per IP and per network (IPv4 /24, IPv6 /56): many addresses of one network can't multiply the limit.
+# A view's own ``decorators`` replace ``Resource``'s: each list starts with them (the unit of work innermost,
+# so a request the limits refuse opens no transaction).
 SEND_LIMITS = [
+    *Resource.decorators,
     limiter.shared_limit(send_limit, scope="send"),
     limiter.shared_limit(send_network_limit, scope="send-network", key_func=send_network),
 ]
@@ -98,7 +100,7 @@ def login_payload(user, pair):
 
 
 @blp.route("/send-otp")
-class SendPhoneCode(MethodView):
+class SendPhoneCode(Resource):
     """Send a code by SMS."""
 
     decorators = SEND_LIMITS
@@ -117,14 +119,14 @@ class SendPhoneCode(MethodView):
         destination = args["destination"]
         client = current_client()
         abuse.screen_sms_send(destination, client, request.headers.get(attestation.HEADER))
-        code = services.send_code(destination, client)
+        code = logins.send_code(destination, client)
         abuse.count_sms_sent(destination, client)
         payload = {"countryCode": destination.prefix, "phoneNumber": destination.national_number}
         return echoed(payload, code)
 
 
 @blp.route("/send-otp-email")
-class SendEmailCode(MethodView):
+class SendEmailCode(Resource):
     """Send a code by email."""
 
     decorators = SEND_LIMITS
@@ -139,15 +141,15 @@ class SendEmailCode(MethodView):
     def post(self, args):
         """Email ile doğrulama kodu gönder"""
         destination = args["destination"]
-        code = services.send_code(destination, current_client())
+        code = logins.send_code(destination, current_client())
         return echoed({"email": destination.address}, code)
 
 
 @blp.route("/verify-otp")
-class VerifyPhoneCode(MethodView):
+class VerifyPhoneCode(Resource):
     """Log in with an SMS code."""
 
-    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -158,7 +160,7 @@ class VerifyPhoneCode(MethodView):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Doğrulama kodu ile giriş yap"""
-        user, pair = services.login_with_code(
+        user, pair = logins.login_with_code(
             args["destination"],
             args["code"],
             current_client(),
@@ -169,10 +171,10 @@ class VerifyPhoneCode(MethodView):
 
 
 @blp.route("/verify-otp-email")
-class VerifyEmailCode(MethodView):
+class VerifyEmailCode(Resource):
     """Log in with an email code."""
 
-    decorators = [limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -183,7 +185,7 @@ class VerifyEmailCode(MethodView):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Email doğrulama kodu ile giriş yap"""
-        user, pair = services.login_with_code(
+        user, pair = logins.login_with_code(
             args["destination"],
             args["code"],
             current_client(),
@@ -194,10 +196,10 @@ class VerifyEmailCode(MethodView):
 
 
 @blp.route("/refresh")
-class Refresh(MethodView):
+class Refresh(Resource):
     """Rotate a refresh token."""
 
-    decorators = [limiter.limit(refresh_limit)]
+    decorators = [*Resource.decorators, limiter.limit(refresh_limit)]
 
     @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
     @blp.errors(400, 401, 413, 415, 429)
@@ -205,11 +207,11 @@ class Refresh(MethodView):
     @blp.response(200, TokenPairSchema)
     def post(self, args):
         """Access token yenile"""
-        return tokens.rotate_refresh_token(args["refreshToken"], current_client())
+        return sessions.rotate_refresh_token(args["refreshToken"], current_client())
 
 
 @blp.route("/logout")
-class Logout(MethodView):
+class Logout(Resource):
     """End sessions."""
 
     @blp.doc(
@@ -224,14 +226,14 @@ class Logout(MethodView):
     def post(self, args):
         """Çıkış yap"""
         claims = get_jwt()
-        ended = tokens.logout(
+        ended = sessions.logout(
             uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), args["scope"], current_client()
         )
         return {"revokedSessions": ended}
 
 
 @blp.route("/me")
-class Me(MethodView):
+class Me(Resource):
     """The current user."""
 
     # The token check reads this user's cached profile with the session state (one Redis round trip).
@@ -248,7 +250,7 @@ class Me(MethodView):
 
 
 @blp.route("/sessions")
-class Sessions(MethodView):
+class Sessions(Resource):
     """The current user's active sessions."""
 
     @blp.doc(security=BEARER, description="Kullanıcının aktif oturumlarını listeler.")
@@ -270,12 +272,12 @@ class Sessions(MethodView):
                 "expires_at": session.expires_at,
                 "current": session.id == current_sid,
             }
-            for session in tokens.list_sessions(uuid.UUID(claims["sub"]))
+            for session in sessions.list_sessions(uuid.UUID(claims["sub"]))
         ]
 
 
 @blp.route("/sessions/<uuid:session_id>")
-class SessionItem(MethodView):
+class SessionItem(Resource):
     """One of the current user's sessions."""
 
     @blp.doc(security=BEARER, description=f"{WARNING} Kullanıcının bir oturumunu sonlandırır.")
@@ -285,11 +287,11 @@ class SessionItem(MethodView):
     def delete(self, session_id):
         """Oturumu sonlandır"""
         user_id = uuid.UUID(get_jwt()["sub"])
-        return {"revokedSessions": tokens.end_session(user_id, session_id, current_client())}
+        return {"revokedSessions": sessions.end_session(user_id, session_id, current_client())}
 
 
 @blp.route("/complete-registration")
-class CompleteRegistration(MethodView):
+class CompleteRegistration(Resource):
     """Finish (or later update) the profile of the current user."""
 
     @blp.doc(
@@ -305,11 +307,11 @@ class CompleteRegistration(MethodView):
     def post(self, profile):
         """Kaydı tamamla"""
         user = profiles.user_or_401(uuid.UUID(get_jwt()["sub"]))
-        return services.complete_registration(user, profile, current_client())
+        return logins.complete_registration(user, profile, current_client())
 
 
 @blp.route("/account/deletion")
-class AccountDeletion(MethodView):
+class AccountDeletion(Resource):
     """The current user's account deletion: request it, or cancel it during the grace period."""
 
     @blp.doc(
@@ -325,7 +327,7 @@ class AccountDeletion(MethodView):
     def post(self):
         """Hesap silme talebi oluştur"""
         claims = get_jwt()
-        return account.request_deletion(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), current_client())
+        return accounts.request_deletion(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), current_client())
 
     @blp.doc(security=BEARER, description=f"{WARNING} Bekleyen hesap silme talebini iptal eder.")
     @jwt_required()
@@ -333,4 +335,4 @@ class AccountDeletion(MethodView):
     @blp.response(200, UserSchema)
     def delete(self):
         """Hesap silme talebini iptal et"""
-        return account.cancel_deletion(uuid.UUID(get_jwt()["sub"]), current_client())
+        return accounts.cancel_deletion(uuid.UUID(get_jwt()["sub"]), current_client())

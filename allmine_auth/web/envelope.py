@@ -22,8 +22,8 @@ from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import UnsupportedMediaType
 
-from allmine_auth import outage
 from allmine_auth.errors import CONFLICT_MESSAGE, ServiceError, ServiceUnavailable
+from allmine_auth.store import outage
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ before the change can't put the old profile back.
 import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth.auth.schemas import UserSchema
 from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.errors import Unauthorized
-from allmine_auth.extensions import db
 from allmine_auth.models import User, read_in_autocommit
+from allmine_auth.store.users import user_by_id
+from allmine_auth.web.schemas.auth import UserSchema
 
 PROFILE_CACHE_PREFIX = "allmine-auth:user:"
 STALE = "stale"
@@ -25,7 +25,7 @@ USER_SCHEMA = UserSchema()
 
 def user_or_401(user_id):
     """The token's user; a token whose user is gone is a 401."""
-    user = db.session.get(User, user_id)
+    user = user_by_id(user_id)
     if user is None:
         raise Unauthorized()
     return user
@@ -48,7 +48,7 @@ def note_changed_users(session, flush_context):
     """SQLAlchemy ``after_flush``: mark the profiles of changed users stale once the change commits."""
     for obj in (*session.dirty, *session.deleted):
         if isinstance(obj, User):
-            set_after_commit(session, PROFILE_CACHE_PREFIX + str(obj.id), STALE, STALE_SECONDS)
+            set_after_commit(PROFILE_CACHE_PREFIX + str(obj.id), STALE, STALE_SECONDS, session=session)
 
 
 def register_session_hooks(db_session):

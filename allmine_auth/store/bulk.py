@@ -17,7 +17,7 @@ rows, about twice as fast: 100,000 users in ~2 s instead of ~4 s on 2 cores).
 
 Must run inside an app context (``flask seed`` has one)::
 
-    from allmine_auth.bulk import seed_users
+    from allmine_auth.store.bulk import seed_users
     inserted = seed_users(count, start=first_index)
 """
 
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from allmine_auth.models import User, utcnow
+from allmine_auth.store.unit_of_work import unit_of_work
 
 PHONE_PREFIX = "+90532"
 MAX_USERS = 10_000_000  # 7 digits after the prefix
@@ -78,22 +79,21 @@ def taken_indexes(start, count):
     return {int(phone[len(PHONE_PREFIX) :]) for phone in phones if len(phone) == width}
 
 
+INSERT_USERS = sa.insert(User.__table__)
+
+
 def insert_batches(rows, columns, batch_size):
-    """Core ``insert()`` with ``executemany``, one batch at a time, committed per batch."""
-    table = User.__table__
-    statement = sa.insert(table)
+    """Core ``insert()`` with ``executemany``, ``batch_size`` rows per statement (in the unit of work)."""
     inserted = 0
     batch = []
     for row in rows:
         batch.append(dict(zip(columns, row, strict=True)))
         if len(batch) == batch_size:
-            db.session.execute(statement, batch)
-            db.session.commit()
+            db.session.execute(INSERT_USERS, batch)
             inserted += len(batch)
             batch = []
     if batch:
-        db.session.execute(statement, batch)
-        db.session.commit()
+        db.session.execute(INSERT_USERS, batch)
         inserted += len(batch)
     return inserted
 
@@ -112,7 +112,7 @@ def copy_value(value):
 
 
 def copy_batches(rows, columns, batch_size):
-    """PostgreSQL ``COPY users (...) FROM STDIN``, ``batch_size`` rows per round trip, one transaction."""
+    """PostgreSQL ``COPY users (...) FROM STDIN``, ``batch_size`` rows per round trip."""
     inserted = 0
     connection = db.session.connection()
     cursor = connection.connection.dbapi_connection.cursor()
@@ -127,7 +127,6 @@ def copy_batches(rows, columns, batch_size):
                 copy.write(buffer.getvalue())
                 buffer = io.StringIO()
         copy.write(buffer.getvalue())
-    db.session.commit()
     return inserted
 
 
@@ -136,6 +135,7 @@ def seed_users(count, *, start=0, batch_size=10_000, method=None, progress=None)
 
     Numbers that already have a user are skipped (and not counted).
 
+    Each batch commits on its own (call it outside a unit of work).
     ``method`` is ``"copy"`` (PostgreSQL only) or ``"insert"``; by default
     COPY on PostgreSQL, Core inserts elsewhere. ``progress(done, elapsed)`` is
     called after each batch when given. Runs ``VACUUM (ANALYZE)`` afterwards
@@ -153,8 +153,11 @@ def seed_users(count, *, start=0, batch_size=10_000, method=None, progress=None)
     total = 0
     for first in range(start, start + count, batch_size):
         size = min(batch_size, start + count - first)
-        rows = user_rows(first, size, shared, skip=taken_indexes(first, size))
-        total += (copy_batches if method == "copy" else insert_batches)(rows, columns, batch_size)
+        # One unit of work per batch: a million users are not one transaction, and a run stopped midway
+        # keeps what it inserted (a rerun skips those numbers).
+        with unit_of_work():
+            rows = user_rows(first, size, shared, skip=taken_indexes(first, size))
+            total += (copy_batches if method == "copy" else insert_batches)(rows, columns, batch_size)
         if progress is not None:
             progress(total, time.perf_counter() - started)
     if dialect == "postgresql":
@@ -167,9 +170,8 @@ def vacuum_analyze(*tables):
 
     Autovacuum would get there in its own time; until then the planner plans
     for the table as it was (empty, say) and the first reads of every page
-    write hint bits.
+    write hint bits. Run it once the rows are committed: it sees only committed rows.
     """
-    db.session.commit()
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in tables:
             connection.execute(sa.text(f'VACUUM (ANALYZE) "{table}"'))

@@ -10,24 +10,17 @@ the phone number and the email address are free for a new account.
 
 from datetime import timedelta
 
-import sqlalchemy as sa
 from flask import current_app
 
-from allmine_auth import audit
-from allmine_auth.audit import Event
-from allmine_auth.auth.tokens import REVOKED, SESSION_CACHE_PREFIX, revoke_sessions
 from allmine_auth.cache import set_after_commit
 from allmine_auth.errors import Conflict, Unauthorized
-from allmine_auth.extensions import db
-from allmine_auth.models import (
-    AuthEvent,
-    DestinationLock,
-    LiveActivity,
-    OneTimeCode,
-    Session,
-    User,
-    utcnow,
-)
+from allmine_auth.models import utcnow
+from allmine_auth.rules import audit
+from allmine_auth.rules.audit import Event
+from allmine_auth.rules.sessions import REVOKED, SESSION_CACHE_PREFIX, revoke_sessions
+from allmine_auth.store import purge, users
+from allmine_auth.store import sessions as store_sessions
+from allmine_auth.store.live_activities import delete_user_activities
 
 PENDING, CANCELLED, FINALIZED = "pending", "cancelled", "finalized"
 # What an erasure empties (None) or resets; the account's row stays, without anything personal.
@@ -62,7 +55,7 @@ ERASED = {
 
 def locked_user(user_id):
     """The user's row, locked until the transaction ends (PostgreSQL), or a 401 when it is gone."""
-    user = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+    user = users.lock_user(user_id)
     if user is None:
         raise Unauthorized()
     return user
@@ -73,7 +66,6 @@ def request_deletion(user_id, current_sid, client=None, now=None):
     now = now or utcnow()
     user = locked_user(user_id)
     if user.account_deletion_status == PENDING:
-        db.session.rollback()
         raise Conflict()
     grace = timedelta(days=current_app.config["ACCOUNT_DELETION_GRACE_DAYS"])
     user.account_deletion_status = PENDING
@@ -82,7 +74,6 @@ def request_deletion(user_id, current_sid, client=None, now=None):
     user.account_deletion_cancelled_at = None
     revoke_sessions(user_id, "deletion", keep=current_sid, now=now)
     audit.record(Event.DELETION_REQUESTED, client, user_id=user_id, session_id=current_sid, now=now)
-    db.session.commit()
     return user
 
 
@@ -91,46 +82,33 @@ def cancel_deletion(user_id, client=None, now=None):
     now = now or utcnow()
     user = locked_user(user_id)
     if user.account_deletion_status != PENDING:
-        db.session.rollback()
         raise Conflict()
     user.account_deletion_status = CANCELLED
     user.account_deletion_cancelled_at = now
     audit.record(Event.DELETION_CANCELLED, client, user_id=user_id, now=now)
-    db.session.commit()
     return user
 
 
 def finalize_due_deletions(now=None):
     """Erase every account whose grace period is over (``flask purge``); return how many."""
     now = now or utcnow()
-    due = db.session.scalars(
-        sa.select(User)
-        .where(User.account_deletion_status == PENDING, User.account_deletion_scheduled_for <= now)
-        .with_for_update(skip_locked=True)
-    ).all()
+    due = users.users_due_for_erasure(PENDING, now)
     for user in due:
         erase(user, now)
-    db.session.commit()
     return len(due)
 
 
 def erase(user, now):
-    """Erase ``user``'s personal data, sessions, Live Activities, codes and audit values (no commit)."""
+    """Erase ``user``'s personal data, sessions, Live Activities, codes and audit values."""
     addresses = [address for address in (user.phone_e164, user.email) if address]
     ttl = current_app.config["SESSION_CACHE_TTL"]
-    for sid in db.session.scalars(sa.select(Session.id).where(Session.user_id == user.id)):
-        set_after_commit(db.session, SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
-    db.session.execute(sa.delete(LiveActivity).where(LiveActivity.user_id == user.id))
-    db.session.execute(sa.delete(Session).where(Session.user_id == user.id))
-    if addresses:
-        for model in (OneTimeCode, DestinationLock):
-            db.session.execute(sa.delete(model).where(model.destination.in_(addresses)))
+    for sid in store_sessions.user_session_ids(user.id):
+        set_after_commit(SESSION_CACHE_PREFIX + str(sid), REVOKED, ttl)
+    delete_user_activities(user.id)
+    store_sessions.delete_user_sessions(user.id)
+    purge.erase_destination_records(addresses)
     # The trail keeps what happened and when, never to whom: no destination, address or agent.
-    db.session.execute(
-        sa.update(AuthEvent)
-        .where(sa.or_(AuthEvent.user_id == user.id, AuthEvent.destination.in_(addresses)))
-        .values(destination=None, prefix=None, ip=None, user_agent=None, detail=None)
-    )
+    purge.anonymize_events(user.id, addresses)
     for name, value in ERASED.items():
         setattr(user, name, value)
     user.account_deletion_status = FINALIZED

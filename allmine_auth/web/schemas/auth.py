@@ -14,8 +14,8 @@ from datetime import UTC, datetime, time
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from allmine_auth.auth.destinations import InvalidDestination, email_destination, phone_destination
-from allmine_auth.envelope import utc_timestamp
+from allmine_auth.rules.destinations import InvalidDestination, email_destination, phone_destination
+from allmine_auth.web.envelope import utc_timestamp
 
 # C0 and C1 controls, DEL, and the surrogate range (only a lone surrogate can reach a decoded string).
 REFUSED_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -60,8 +60,11 @@ CODE = Text(
 )
 
 
-class UtcDateTime(fields.Field):
-    """A timestamp written as UTC with milliseconds and ``Z``; a date is written at midnight."""
+class UtcTimestamp(fields.Field):
+    """A JSON timestamp field: UTC with milliseconds and ``Z``; a date is written at midnight.
+
+    The column type that stores one is ``models.UtcDateTime``.
+    """
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
@@ -188,7 +191,7 @@ class UserSchema(ma.Schema):
     signupCampaign = attr("signup_campaign", metadata={"example": "spring_launch_2026"})
     profilePhoto = attr("profile_photo", metadata={"example": "sample.jpg"})
     availabilityStatus = attr("availability_status", metadata={"example": "available"})
-    birthDate = attr("birth_date", UtcDateTime, metadata={"example": "2000-01-15T00:00:00.000Z"})
+    birthDate = attr("birth_date", UtcTimestamp, metadata={"example": "2000-01-15T00:00:00.000Z"})
     gender = attr("gender", metadata={"example": "male"})
     interests = strings("interests", ["music"])
     expertise = attr("expertise", metadata={"example": "designer"})
@@ -212,17 +215,17 @@ class UserSchema(ma.Schema):
     followingCount = count("following_count", 256)
     minutePriceInLiveStream = count("minute_price_in_live_stream", 1)
     creditBalance = count("credit_balance", 500)
-    lastLogin = attr("last_login", UtcDateTime)
+    lastLogin = attr("last_login", UtcTimestamp)
     timezone = attr("timezone", metadata={"example": "Europe/Istanbul"})
-    lastUsernameChangeDate = attr("last_username_change_date", UtcDateTime)
+    lastUsernameChangeDate = attr("last_username_change_date", UtcTimestamp)
     accountDeletionStatus = attr(
         "account_deletion_status",
         metadata={"example": "pending", "description": "`pending`, `cancelled`, `finalized`, or null."},
     )
-    accountDeletionRequestedAt = attr("account_deletion_requested_at", UtcDateTime)
-    accountDeletionScheduledFor = attr("account_deletion_scheduled_for", UtcDateTime)
-    accountDeletionCancelledAt = attr("account_deletion_cancelled_at", UtcDateTime)
-    accountDeletionFinalizedAt = attr("account_deletion_finalized_at", UtcDateTime)
+    accountDeletionRequestedAt = attr("account_deletion_requested_at", UtcTimestamp)
+    accountDeletionScheduledFor = attr("account_deletion_scheduled_for", UtcTimestamp)
+    accountDeletionCancelledAt = attr("account_deletion_cancelled_at", UtcTimestamp)
+    accountDeletionFinalizedAt = attr("account_deletion_finalized_at", UtcTimestamp)
 
 
 class TokenPairSchema(ma.Schema):
@@ -273,9 +276,9 @@ class SessionSchema(ma.Schema):
     id = fields.UUID(dump_only=True)
     device = attr("device", metadata={"example": "Allmine/2.3 (iPhone; iOS 18.1)"})
     ip = attr("ip", metadata={"example": "203.0.113.7"})
-    createdAt = attr("created_at", UtcDateTime, allow_none=False)
-    lastUsedAt = attr("last_used_at", UtcDateTime, allow_none=False)
-    expiresAt = attr("expires_at", UtcDateTime, allow_none=False)
+    createdAt = attr("created_at", UtcTimestamp, allow_none=False)
+    lastUsedAt = attr("last_used_at", UtcTimestamp, allow_none=False)
+    expiresAt = attr("expires_at", UtcTimestamp, allow_none=False)
     current = fields.Boolean(dump_only=True)
 
 

@@ -1,1 +1,0 @@
-"""The Authentication API: one-time codes, logins, sessions and tokens."""

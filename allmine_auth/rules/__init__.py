@@ -1,0 +1,1 @@
+"""The rules: codes, logins, sessions, accounts, abuse; plain values in and out, no request."""

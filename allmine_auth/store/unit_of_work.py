@@ -1,0 +1,81 @@
+"""The unit of work: the one owner of transactions.
+
+Each request (every view of the API, through ``web.blueprint.Resource``) and
+each CLI command runs in one unit of work:
+
+- it **commits** when the work returns, and when the work raises a
+  ``ServiceError`` whose records must persist (``error.keep_records``: the
+  count of a failed code check, the audit row of a refused send);
+- it **rolls back** on any other exception, and re-raises it;
+- a unique constraint that another transaction won, found only at the
+  commit, is a ``Conflict`` (409), not a 500.
+
+Rules never commit. What must happen only once the work is durable (a
+delivery, a Redis counter, a check that the cache has the revocation) is
+queued with ``after_commit(action)``: the actions run in order after a
+successful commit (not after an error), each in a unit of work of its own, so
+what an action writes commits by the same rules, and an error it raises is the
+answer (a failed delivery is a 500 whose failure record is kept).
+
+Units nest: one opened inside another joins it (its work commits with the
+outer one, its actions run after the outer commit).
+"""
+
+import contextvars
+from contextlib import contextmanager
+
+from sqlalchemy.exc import IntegrityError
+
+from allmine_auth.errors import Conflict, ServiceError
+from allmine_auth.extensions import db
+
+_actions = contextvars.ContextVar("allmine_auth_after_commit", default=None)
+
+
+@contextmanager
+def unit_of_work():
+    """Run the block as one transaction (see the module's docstring); yields nothing."""
+    if _actions.get() is not None:
+        yield  # joined: the outer unit commits
+        return
+    actions = []
+    token = _actions.set(actions)
+    try:
+        try:
+            yield
+        except ServiceError as error:
+            if error.keep_records:
+                _commit()
+            else:
+                db.session.rollback()
+            raise
+        except BaseException:
+            db.session.rollback()
+            raise
+        _commit()
+    finally:
+        _actions.reset(token)
+    for action in actions:
+        with unit_of_work():
+            action()
+
+
+def _commit():
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict() from None
+
+
+def after_commit(action):
+    """Run ``action()`` once the current unit of work has committed (in a unit of its own)."""
+    actions = _actions.get()
+    if actions is None:
+        raise RuntimeError("after_commit() outside a unit of work")
+    actions.append(action)
+
+
+def in_unit_of_work():
+    """Whether a unit of work is open (for the checks of code that must run inside one)."""
+    return _actions.get() is not None

@@ -1,0 +1,1 @@
+"""The web layer: routes, schemas, the envelope, the JWT loaders (HTTP in, HTTP out)."""

@@ -1,0 +1,24 @@
+"""The base of every API view: a ``MethodView`` whose request runs in one unit of work."""
+
+import functools
+
+from flask.views import MethodView
+
+from allmine_auth.store.unit_of_work import unit_of_work
+
+
+def in_unit_of_work(view):
+    """Run ``view`` in one unit of work: commit on success, roll back on failure (``store.unit_of_work``)."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        with unit_of_work():
+            return view(*args, **kwargs)
+
+    return wrapped
+
+
+class Resource(MethodView):
+    """A group of operations on one URL; each request is one unit of work."""
+
+    decorators = (in_unit_of_work,)

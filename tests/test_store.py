@@ -1,0 +1,110 @@
+"""The store's functions on plain values, on the suite's database (SQLite, or PostgreSQL in CI).
+
+``rotate_session`` hides a dialect choice (PostgreSQL: one statement outside a
+transaction; SQLite: two in the unit of work): both must answer the same and
+write the same audit row, so each suite runs its own path here. Also: every
+view of the API runs in a unit of work, even one that declares decorators of
+its own (rate limits).
+"""
+
+import uuid
+from datetime import timedelta
+
+import jwt
+import sqlalchemy as sa
+
+from allmine_auth.extensions import db
+from allmine_auth.models import AuthEvent, LoginSession, utcnow
+from allmine_auth.store import sessions as store
+from allmine_auth.store.unit_of_work import in_unit_of_work, unit_of_work
+from allmine_auth.web.resource import Resource
+
+
+def session_of(login):
+    """The id and refresh jti of the login's session."""
+    claims = jwt.decode(login["refreshToken"], options={"verify_signature": False})
+    return uuid.UUID(claims["sid"]), claims["jti"]
+
+
+def refresh_events(session_id):
+    """The session's refresh events: ``(kind, ip, user_agent)`` each."""
+    return db.session.execute(
+        sa.select(AuthEvent.kind, AuthEvent.ip, AuthEvent.user_agent).where(
+            AuthEvent.session_id == session_id, AuthEvent.kind == "refresh"
+        )
+    ).all()
+
+
+def test_rotate_session_moves_the_token_and_records_one_refresh_then_refuses_the_old_jti(app, auth):
+    login = auth.login()
+    sid, jti = session_of(login)
+    now = utcnow()
+    user_id = uuid.UUID(login["user"]["id"])
+    rotate = {"kind": "refresh", "ip": "203.0.113.7", "user_agent": "tests"}
+    with unit_of_work():
+        rotated = store.rotate_session(sid, jti, "new-jti", now, now + timedelta(days=1), **rotate)
+    assert (rotated.id, rotated.user_id, rotated.complete) == (sid, user_id, False)
+    assert rotated.expires_at == now + timedelta(days=1)
+    row = db.session.get(LoginSession, sid, populate_existing=True)
+    assert (row.refresh_jti, row.previous_refresh_jti, row.rotated_at) == ("new-jti", jti, now)
+    assert refresh_events(sid) == [("refresh", "203.0.113.7", "tests")]
+    with unit_of_work():
+        assert store.rotate_session(sid, jti, "newer-jti", now, now + timedelta(days=1), **rotate) is None
+    assert db.session.get(LoginSession, sid, populate_existing=True).refresh_jti == "new-jti"
+    assert len(refresh_events(sid)) == 1
+
+
+def test_rotate_session_refuses_a_revoked_session(app, auth):
+    login = auth.login()
+    sid, jti = session_of(login)
+    now = utcnow()
+    with unit_of_work():
+        assert store.end_sessions(uuid.UUID(login["user"]["id"]), "logout", now, only=sid) == [sid]
+    with unit_of_work():
+        rotated = store.rotate_session(
+            sid, jti, "new-jti", now, now + timedelta(days=1), kind="refresh", ip=None, user_agent=None
+        )
+    assert rotated is None
+    assert refresh_events(sid) == []
+
+
+def test_end_sessions_scopes_only_and_keep(app, auth, unique_phone):
+    phone = unique_phone()
+    first, second, third = (auth.login(phone) for _ in range(3))
+    user_id = uuid.UUID(first["user"]["id"])
+    (a, _), (b, _), (c, _) = (session_of(login) for login in (first, second, third))
+    now = utcnow()
+    with unit_of_work():
+        assert store.end_sessions(user_id, "logout", now, only=a) == [a]
+        assert sorted(store.end_sessions(user_id, "logout", now, keep=b)) == [c]
+        assert store.end_sessions(user_id, "logout", now, only=a) == []
+        assert sorted(store.revoked_sessions_since(user_id, now)) == sorted([a, c])
+        assert store.revoked_sessions_since(user_id, now, keep=a) == [c]
+    assert [row.id for row in store.list_active_sessions(user_id, now)] == [b]
+
+
+def test_every_view_runs_in_a_unit_of_work(app):
+    views = [
+        view
+        for view in app.view_functions.values()
+        if issubclass(getattr(view, "view_class", object), Resource)
+    ]
+    assert len(views) > 10
+    for view in views:
+        # ``as_view`` applies the class's decorators; the unit of work must be among them.
+        assert Resource.decorators[0] in view.view_class.decorators, view.view_class
+
+
+def test_the_verify_view_runs_in_a_unit_of_work(client, auth, monkeypatch):
+    from allmine_auth.rules import logins
+
+    seen = []
+    real = logins.login_with_code
+
+    def login_with_code(*args, **kwargs):
+        seen.append(in_unit_of_work())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(logins, "login_with_code", login_with_code)
+    auth.login()
+    assert seen == [True]
