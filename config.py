@@ -116,6 +116,8 @@ class Config:
     PROVIDE_AUTOMATIC_OPTIONS = False
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
     LOG_JSON = env_bool("LOG_JSON", False)
+    # The overrides of library internals for speed (allmine_auth/fast_paths.py); off: the libraries' own code.
+    FAST_PATHS = env_bool("FAST_PATHS", True)
 
     # Storage
     SQLALCHEMY_DATABASE_URI = env_str("DATABASE_URL", default_database_url())
@@ -160,7 +162,7 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False
     JWT_IDENTITY_CLAIM = "sub"
-    # Access tokens each worker remembers as verified (allmine_auth/web/jwt_cache.py); 0 turns it off.
+    # Access tokens each worker remembers as verified (allmine_auth/fast_paths.py); 0 turns it off.
     JWT_VERIFIED_CACHE_SIZE = env_int("JWT_VERIFIED_CACHE_SIZE", 1024)
     REFRESH_TOKEN_REUSE_INTERVAL = env_int("REFRESH_TOKEN_REUSE_INTERVAL", 10)
     # An absolute end of every session, seconds after its login; 0: none (a refresh keeps it alive).
@@ -210,7 +212,7 @@ class Config:
     # Abuse protection (flask-limiter and the SMS budgets)
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     # No X-RateLimit-* headers: each costs a storage read per limit per request. A 429 still says
-    # Retry-After (allmine_auth.web.envelope.rate_limit_response).
+    # Retry-After (allmine_auth.web.errors.rate_limit_response).
     RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True

@@ -3,11 +3,11 @@
 import os
 
 from flask import Flask
-from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from allmine_auth.web.envelope import EnvelopeJSONProvider
+from allmine_auth import fast_paths
+from allmine_auth.web.json import EnvelopeJSONProvider
 from config import BASE_DIR, config_for
 
 
@@ -21,26 +21,14 @@ def create_app(config_class=None, *, migrations=True):
     config_class.check()
     app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
     app.json = EnvelopeJSONProvider(app)
-    app.session_interface = NoCookieSessions()
     app.config.from_object(config_class)
     register_middleware(app)
     register_extensions(app, migrations)
+    fast_paths.install(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
     return app
-
-
-class NoCookieSessions(SessionInterface):
-    """No Flask cookie session: this API is token-based, and the default interface builds a signing
-    serializer on every request only to find no cookie. ``flask.session`` is a ``NullSession``
-    (writing to it is an error)."""
-
-    def open_session(self, app, request):
-        return self.make_null_session(app)
-
-    def save_session(self, app, session, response):
-        return None
 
 
 def register_middleware(app):
@@ -48,8 +36,9 @@ def register_middleware(app):
     from allmine_auth import metrics
     from allmine_auth.observability import configure_logging
 
-    configure_logging(app)
+    # Metrics first: its timer is the first before_request hook, so the latency includes the others.
     metrics.init_app(app)
+    configure_logging(app)
     if app.config["PROXY_FIX_X_FOR"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
@@ -109,9 +98,10 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.web.envelope import register_errorhandlers as register
+    from allmine_auth.extensions import db, limiter
+    from allmine_auth.web.errors import register_errorhandlers as register
 
-    register(app)
+    register(app, db, limiter)
 
 
 def register_commands(app):

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 import config
 from allmine_auth import create_app
 from allmine_auth.extensions import db
+from allmine_auth.fast_paths import VerifiedTokens
 from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User
-from allmine_auth.web.jwt_cache import VerifiedTokens
 from config import ConfigError, ProductionConfig, TestingConfig
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.test_app import SAFE_PRODUCTION

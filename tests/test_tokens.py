@@ -572,7 +572,7 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
     assert_dead(client, login)
 
 
-# The verified-token cache (allmine_auth/web/jwt_cache.py)
+# The verified-token cache (allmine_auth/fast_paths.py)
 
 
 def count_signature_checks(monkeypatch):
