@@ -76,8 +76,9 @@ def test_a_default_limit_still_applies_to_every_route(make_app):
 
 
 def test_limited_requests_still_get_the_rate_limit_headers_when_enabled(make_app, monkeypatch):
-    # The limiter's after_request hook runs only where a limit was checked; there it adds its headers.
-    app = limited_app(make_app, RATELIMIT_REFRESH="5/minute")
+    # The limiter's after_request hook runs only where a limit was checked (a fast path); there it adds
+    # its headers.
+    app = limited_app(make_app, RATELIMIT_REFRESH="5/minute", FAST_PATHS=True)
     # What RATELIMIT_HEADERS_ENABLED sets (read by the one shared limiter from the first app only).
     monkeypatch.setattr(limiter, "_headers_enabled", True)
     client = app.test_client()
@@ -92,8 +93,8 @@ def test_limited_requests_still_get_the_rate_limit_headers_when_enabled(make_app
 
 
 def test_routes_without_a_limit_are_not_counted(make_app):
-    app = limited_app(make_app, RATELIMIT_SEND="1/minute")
-    # No default limit: flask-limiter's check of every request is not installed at all.
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute", FAST_PATHS=True)
+    # No default limit: flask-limiter's check of every request is not installed at all (a fast path).
     assert limiter._check_request_limit not in app.before_request_funcs.get(None, [])
     client = app.test_client()
     with app.app_context():
