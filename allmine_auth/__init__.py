@@ -44,16 +44,18 @@ def register_middleware(app):
 
 
 def register_extensions(app, migrations):
-    """Bind the extensions created in ``extensions``."""
+    """Bind the extensions created in ``extensions`` and the web layer's (``api``, ``limiter``)."""
     from allmine_auth import (
         cache,
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
-    from allmine_auth.extensions import api, db, jwt, limiter
+    from allmine_auth.extensions import db, jwt
     from allmine_auth.rules import profiles
     from allmine_auth.web import cors
+    from allmine_auth.web.blueprint import api
     from allmine_auth.web.jwt import register_jwt_callbacks
+    from allmine_auth.web.limits import limiter
     from allmine_auth.web.routes import keys
 
     os.makedirs(app.instance_path, exist_ok=True)
@@ -79,7 +81,7 @@ def register_blueprints(app):
     """The API blueprints (documented) and the Swagger UI assets."""
     from flask import Blueprint
 
-    from allmine_auth.extensions import api
+    from allmine_auth.web.blueprint import api
     from allmine_auth.web.routes.auth import blp as auth_blp
     from allmine_auth.web.routes.health import blp as health_blp
     from allmine_auth.web.routes.keys import blp as keys_blp
@@ -98,8 +100,9 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.extensions import db, limiter
+    from allmine_auth.extensions import db
     from allmine_auth.web.errors import register_errorhandlers as register
+    from allmine_auth.web.limits import limiter
 
     register(app, db, limiter)
 

@@ -8,8 +8,9 @@ import requests
 import sqlalchemy as sa
 
 from allmine_auth import create_app
-from allmine_auth.extensions import db, limiter
+from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock
+from allmine_auth.web.limits import limiter
 from tests.clock import Clock
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer, make_config
 from tests.servers import gunicorn_server

@@ -17,11 +17,11 @@ from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_jwt_extended import view_decorators
 
 from allmine_auth import fast_paths
-from allmine_auth.extensions import limiter
 from allmine_auth.metrics import start_timer
 from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.web import jwt as jwt_loaders
 from allmine_auth.web.envelope import RawJSON, envelope_response
+from allmine_auth.web.limits import limiter
 from config import TestingConfig, env_bool
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
@@ -179,7 +179,7 @@ def test_no_cookie_is_ever_set(make_app, fast):
 
 @BOTH
 def test_the_metrics_timer_is_the_first_hook(make_app, fast):
-    app = make_app(FAST_PATHS=fast, RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="100/minute")
+    app = make_app(FAST_PATHS=fast, RATELIMIT_ENABLED=True)
     assert app.before_request_funcs[None][0] is start_timer
 
 

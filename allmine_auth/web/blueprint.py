@@ -26,6 +26,7 @@ from allmine_auth.web.envelope import (
 )
 from allmine_auth.web.errors import http_error_response
 from allmine_auth.web.json import STRICT_JSON
+from allmine_auth.web.openapi import ContractPlugin
 
 
 class JsonArgumentsParser(FlaskParser):
@@ -122,3 +123,7 @@ class Api(flask_smorest.Api):
     def handle_http_exception(self, error):
         """Every ``HTTPException`` becomes the envelope."""
         return http_error_response(error)
+
+
+# The plugin finishes the spec as the exact contract (operationIds, examples, required, formats).
+api = Api(spec_kwargs={"extra_plugins": [ContractPlugin()]})

@@ -5,12 +5,12 @@ import uuid
 from flask import current_app, request
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.extensions import limiter
 from allmine_auth.models import read_in_autocommit
 from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
 from allmine_auth.web.blueprint import Blueprint
 from allmine_auth.web.envelope import RawJSON, envelope_response
 from allmine_auth.web.jwt import prefetches_profile
+from allmine_auth.web.limits import limiter
 from allmine_auth.web.netutil import client_ip, current_client
 from allmine_auth.web.resource import Resource, in_unit_of_work
 from allmine_auth.web.schemas.auth import (
