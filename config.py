@@ -212,7 +212,7 @@ class Config:
     # Abuse protection (flask-limiter and the SMS budgets)
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     # No X-RateLimit-* headers: each costs a storage read per limit per request. A 429 still says
-    # Retry-After (allmine_auth.web.errors.rate_limit_response).
+    # Retry-After (allmine_auth.web.error_handlers.rate_limit_response).
     RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", env_str("REDIS_URL", "memory://"))
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True

@@ -24,7 +24,7 @@ from allmine_auth.web.envelope import (
     envelope,
     envelope_schema_for,
 )
-from allmine_auth.web.errors import http_error_response
+from allmine_auth.web.error_handlers import http_error_response
 from allmine_auth.web.json import STRICT_JSON
 from allmine_auth.web.openapi import ContractPlugin
 

@@ -1,7 +1,7 @@
 """The one response envelope: ``{isSuccess, statusCode, data, errors, timestamp}`` (``docs/API.md``).
 
 Success bodies are wrapped by ``web.blueprint.Blueprint``; every error, whatever layer raised it, is
-rendered by ``web.errors``. A body whose ``data`` is already JSON text (a cached profile) is a
+rendered by ``web.error_handlers``. A body whose ``data`` is already JSON text (a cached profile) is a
 ``RawJSON`` value, written into the envelope as it is.
 """
 
