@@ -86,10 +86,6 @@ def echoed(payload, code):
     return payload
 
 
-# A view's ``decorators`` replace ``Resource``'s: ``in_unit_of_work`` is listed again, first, so the
-# limits are checked before its transaction opens.
-
-
 def login_payload(user, pair):
     """The verify answer: tokens, the whole user, and the registration flag."""
     return {
@@ -106,6 +102,8 @@ def login_payload(user, pair):
 class SendPhoneCode(Resource):
     """Send a code by SMS."""
 
+    # A view's ``decorators`` replace ``Resource``'s: ``in_unit_of_work`` is listed again, first (the
+    # innermost), so the limits are checked before the transaction opens.
     decorators = [in_unit_of_work, *SEND_LIMITS]
 
     @blp.doc(
