@@ -65,8 +65,11 @@ def test_refresh_is_limited_per_ip(make_app):
         assert_error(client.post("/api/v1/auth/refresh", json={"refreshToken": "x"}), 429, TOO_MANY)
 
 
-def test_a_default_limit_still_applies_to_every_route(make_app):
+def test_a_default_limit_still_applies_to_every_route(make_app, monkeypatch):
     # The limiter's per-request hook is dropped only while no default limit needs it.
+    # The one shared limiter keeps the first default limits an app gives it: these end with the test
+    # (with FAST_PATHS off, every later app of the process would check them on every route).
+    monkeypatch.setattr(limiter.limit_manager, "_default_limits", [])
     app = limited_app(make_app, RATELIMIT_DEFAULT="2/minute")
     assert limiter._check_request_limit in app.before_request_funcs[None]
     client = app.test_client()
