@@ -3,12 +3,12 @@
 import os
 
 from flask import Flask
-from flask.sessions import SessionInterface
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from allmine_auth import fast_paths
 from allmine_auth.config import BASE_DIR, config_for, settings_for
-from allmine_auth.web.envelope import EnvelopeJSONProvider
+from allmine_auth.web.json import EnvelopeJSONProvider
 
 
 def create_app(config_class=None, *, migrations=True):
@@ -22,26 +22,14 @@ def create_app(config_class=None, *, migrations=True):
     settings = settings_for(config_class)
     app = Flask(__name__, instance_path=str(BASE_DIR / "instance"))
     app.json = EnvelopeJSONProvider(app)
-    app.session_interface = NoCookieSessions()
     app.config.from_mapping(settings)
     register_middleware(app)
     register_extensions(app, migrations)
+    fast_paths.install(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
     return app
-
-
-class NoCookieSessions(SessionInterface):
-    """No Flask cookie session: this API is token-based, and the default interface builds a signing
-    serializer on every request only to find no cookie. ``flask.session`` is a ``NullSession``
-    (writing to it is an error)."""
-
-    def open_session(self, app, request):
-        return self.make_null_session(app)
-
-    def save_session(self, app, session, response):
-        return None
 
 
 def register_middleware(app):
@@ -49,23 +37,26 @@ def register_middleware(app):
     from allmine_auth import metrics
     from allmine_auth.observability import configure_logging
 
-    configure_logging(app)
+    # Metrics first: its timer is the first before_request hook, so the latency includes the others.
     metrics.init_app(app)
+    configure_logging(app)
     if app.config["PROXY_FIX_X_FOR"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
 
 def register_extensions(app, migrations):
-    """Bind the extensions created in ``extensions``."""
+    """Bind the extensions created in ``extensions`` and the web layer's (``api``, ``limiter``)."""
     from allmine_auth import (
         cache,
         models,  # noqa: F401  (the models must be known to Alembic)
         notify,
     )
-    from allmine_auth.extensions import api, db, jwt, limiter
+    from allmine_auth.extensions import db, jwt
     from allmine_auth.rules import profiles
     from allmine_auth.web import cors
+    from allmine_auth.web.blueprint import api
     from allmine_auth.web.jwt import register_jwt_callbacks
+    from allmine_auth.web.limits import limiter
     from allmine_auth.web.routes import keys
 
     os.makedirs(app.instance_path, exist_ok=True)
@@ -91,7 +82,7 @@ def register_blueprints(app):
     """The API blueprints (documented) and the Swagger UI assets."""
     from flask import Blueprint
 
-    from allmine_auth.extensions import api
+    from allmine_auth.web.blueprint import api
     from allmine_auth.web.routes.auth import blp as auth_blp
     from allmine_auth.web.routes.health import blp as health_blp
     from allmine_auth.web.routes.keys import blp as keys_blp
@@ -110,9 +101,11 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.web.envelope import register_errorhandlers as register
+    from allmine_auth.extensions import db
+    from allmine_auth.web.error_handlers import register_errorhandlers as register
+    from allmine_auth.web.limits import limiter
 
-    register(app)
+    register(app, db, limiter)
 
 
 def register_commands(app):

@@ -203,6 +203,8 @@ class Config:
     PROVIDE_AUTOMATIC_OPTIONS = False
     LOG_LEVEL = text("INFO")
     LOG_JSON = flag(False)
+    # The overrides of library internals for speed (allmine_auth/fast_paths.py); off: the libraries' own code.
+    FAST_PATHS = flag(True)
 
     # Storage
     SQLALCHEMY_DATABASE_URI = text(
@@ -255,7 +257,7 @@ class Config:
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False
     JWT_IDENTITY_CLAIM = "sub"
-    # Access tokens each worker remembers as verified (allmine_auth/web/jwt_cache.py); 0 turns it off.
+    # Access tokens each worker remembers as verified (allmine_auth/fast_paths.py); 0 turns it off.
     JWT_VERIFIED_CACHE_SIZE = whole_number(1024)
     REFRESH_TOKEN_REUSE_INTERVAL = whole_number(10)
     # An absolute end of every session, seconds after its login; 0: none (a refresh keeps it alive).
@@ -305,7 +307,7 @@ class Config:
     # Abuse protection (flask-limiter and the SMS budgets)
     RATELIMIT_ENABLED = flag(True)
     # No X-RateLimit-* headers: each costs a storage read per limit per request. A 429 still says
-    # Retry-After (allmine_auth.web.envelope.rate_limit_response).
+    # Retry-After (allmine_auth.web.error_handlers.rate_limit_response).
     RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STORAGE_URI = text(lambda settings: settings["REDIS_URL"] or "memory://")
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True

@@ -138,8 +138,9 @@ def init_app(app):
     directory = os.environ.get(MULTIPROC_DIR_VARIABLE)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    # First in line, so the latency includes the other before_request hooks (request id, rate limits).
-    app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
+    # create_app calls this before anything else registers a hook: the timer runs first, so the latency
+    # includes the other before_request hooks (request id, CORS).
+    app.before_request(start_timer)
     app.after_request(observe_request)
     app.add_url_rule("/metrics", "metrics", exposition, methods=["GET"])
     # Zero series for every kind, so a rate() works before the first event of a kind.

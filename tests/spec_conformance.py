@@ -54,7 +54,7 @@ class SpecChecker:
 
     def load_spec(self):
         """The app's spec, once (every test app documents the same operations)."""
-        from allmine_auth.extensions import api
+        from allmine_auth.web.blueprint import api
 
         with self.lock:
             if self.spec is None:

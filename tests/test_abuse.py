@@ -8,8 +8,9 @@ import requests
 import sqlalchemy as sa
 
 from allmine_auth import create_app
-from allmine_auth.extensions import db, limiter
+from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock
+from allmine_auth.web.limits import limiter
 from tests.clock import Clock
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer, make_config
 from tests.servers import gunicorn_server
@@ -64,8 +65,11 @@ def test_refresh_is_limited_per_ip(make_app):
         assert_error(client.post("/api/v1/auth/refresh", json={"refreshToken": "x"}), 429, TOO_MANY)
 
 
-def test_a_default_limit_still_applies_to_every_route(make_app):
+def test_a_default_limit_still_applies_to_every_route(make_app, monkeypatch):
     # The limiter's per-request hook is dropped only while no default limit needs it.
+    # The one shared limiter keeps the first default limits an app gives it: these end with the test
+    # (with FAST_PATHS off, every later app of the process would check them on every route).
+    monkeypatch.setattr(limiter.limit_manager, "_default_limits", [])
     app = limited_app(make_app, RATELIMIT_DEFAULT="2/minute")
     assert limiter._check_request_limit in app.before_request_funcs[None]
     client = app.test_client()
@@ -76,8 +80,9 @@ def test_a_default_limit_still_applies_to_every_route(make_app):
 
 
 def test_limited_requests_still_get_the_rate_limit_headers_when_enabled(make_app, monkeypatch):
-    # The limiter's after_request hook runs only where a limit was checked; there it adds its headers.
-    app = limited_app(make_app, RATELIMIT_REFRESH="5/minute")
+    # The limiter's after_request hook runs only where a limit was checked (a fast path); there it adds
+    # its headers.
+    app = limited_app(make_app, RATELIMIT_REFRESH="5/minute", FAST_PATHS=True)
     # What RATELIMIT_HEADERS_ENABLED sets (read by the one shared limiter from the first app only).
     monkeypatch.setattr(limiter, "_headers_enabled", True)
     client = app.test_client()
@@ -92,8 +97,8 @@ def test_limited_requests_still_get_the_rate_limit_headers_when_enabled(make_app
 
 
 def test_routes_without_a_limit_are_not_counted(make_app):
-    app = limited_app(make_app, RATELIMIT_SEND="1/minute")
-    # No default limit: flask-limiter's check of every request is not installed at all.
+    app = limited_app(make_app, RATELIMIT_SEND="1/minute", FAST_PATHS=True)
+    # No default limit: flask-limiter's check of every request is not installed at all (a fast path).
     assert limiter._check_request_limit not in app.before_request_funcs.get(None, [])
     client = app.test_client()
     with app.app_context():

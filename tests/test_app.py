@@ -296,6 +296,7 @@ def test_production_logs_json_lines_with_the_request_id(capfd):
         db.engine.dispose()
 
 
+@pytest.mark.parametrize("config_overrides", [{"FAST_PATHS": True}], ids=["fast paths"])
 def test_there_are_no_cookie_sessions(app, client):
     import flask
 

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from allmine_auth import config, create_app
 from allmine_auth.config import ConfigError, ProductionConfig, TestingConfig
 from allmine_auth.extensions import db
+from allmine_auth.fast_paths import VerifiedTokens
 from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User
-from allmine_auth.web.jwt_cache import VerifiedTokens
 from tests.conftest import PHONE, assert_envelope, assert_error, bearer
 from tests.test_app import SAFE_PRODUCTION
 from tests.test_registration import PROFILE

@@ -575,7 +575,9 @@ def test_a_cache_fill_racing_a_logout_does_not_bring_the_session_back(app, clien
     assert_dead(client, login)
 
 
-# The verified-token cache (allmine_auth/web/jwt_cache.py)
+# The verified-token cache (allmine_auth/fast_paths.py): these tests build their app with the fast
+# paths whatever FAST_PATHS says; the others hold either way.
+WITH_FAST_PATHS = pytest.mark.parametrize("config_overrides", [{"FAST_PATHS": True}], ids=["fast paths"])
 
 
 def count_signature_checks(monkeypatch):
@@ -592,6 +594,7 @@ def count_signature_checks(monkeypatch):
     return calls
 
 
+@WITH_FAST_PATHS
 def test_an_access_token_is_verified_once_per_worker_and_still_checked_for_revocation(
     app, client, auth, monkeypatch
 ):
@@ -606,6 +609,7 @@ def test_an_access_token_is_verified_once_per_worker_and_still_checked_for_revoc
     assert checks == [login["accessToken"]]
 
 
+@WITH_FAST_PATHS
 def test_a_remembered_token_keeps_its_header_without_a_second_parse(app, auth, monkeypatch):
     token = auth.login()["accessToken"]
     parses = []
@@ -640,7 +644,7 @@ def test_a_remembered_token_honours_the_decode_leeway(make_app, leeway):
 
 
 def test_the_cache_keeps_the_newest_tokens_up_to_its_size(make_app, monkeypatch):
-    app = make_app(fresh=True, JWT_VERIFIED_CACHE_SIZE=2, **REPEATED_LOGINS)
+    app = make_app(fresh=True, FAST_PATHS=True, JWT_VERIFIED_CACHE_SIZE=2, **REPEATED_LOGINS)
     client = app.test_client()
     with app.app_context():
         auth = AuthActions(client)

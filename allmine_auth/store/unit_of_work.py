@@ -1,6 +1,6 @@
 """The unit of work: the one owner of transactions.
 
-Each request (every view of the API, through ``web.blueprint.Resource``) and
+Each request (every view of the API, through ``web.resource.Resource``) and
 each CLI command runs in one unit of work:
 
 - it **commits** when the work returns, and when the work raises a

@@ -5,12 +5,14 @@ import uuid
 from flask import current_app, request
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.extensions import limiter
 from allmine_auth.models import read_in_autocommit
 from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
-from allmine_auth.web.envelope import Blueprint, raw_envelope_response
+from allmine_auth.web.blueprint import Blueprint
+from allmine_auth.web.envelope import RawJSON, envelope_response
+from allmine_auth.web.jwt import prefetches_profile
+from allmine_auth.web.limits import limiter
 from allmine_auth.web.netutil import client_ip, current_client
-from allmine_auth.web.resource import Resource
+from allmine_auth.web.resource import Resource, in_unit_of_work
 from allmine_auth.web.schemas.auth import (
     CompleteRegistrationSchema,
     EmailCodeSentSchema,
@@ -103,7 +105,9 @@ def login_payload(user, pair):
 class SendPhoneCode(Resource):
     """Send a code by SMS."""
 
-    decorators = SEND_LIMITS
+    # A view's ``decorators`` replace ``Resource``'s: ``in_unit_of_work`` is listed again, first (the
+    # innermost), so the limits are checked before the transaction opens.
+    decorators = [in_unit_of_work, *SEND_LIMITS]
 
     @blp.doc(
         description=f"{WARNING} Telefon numarasına SMS ile 4 haneli doğrulama kodu gönderir. "
@@ -129,7 +133,7 @@ class SendPhoneCode(Resource):
 class SendEmailCode(Resource):
     """Send a code by email."""
 
-    decorators = SEND_LIMITS
+    decorators = [in_unit_of_work, *SEND_LIMITS]
 
     @blp.doc(
         description=f"{WARNING} Email adresine 4 haneli doğrulama kodu gönderir. "
@@ -149,7 +153,7 @@ class SendEmailCode(Resource):
 class VerifyPhoneCode(Resource):
     """Log in with an SMS code."""
 
-    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [in_unit_of_work, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -174,7 +178,7 @@ class VerifyPhoneCode(Resource):
 class VerifyEmailCode(Resource):
     """Log in with an email code."""
 
-    decorators = [*Resource.decorators, limiter.shared_limit(verify_limit, scope="verify")]
+    decorators = [in_unit_of_work, limiter.shared_limit(verify_limit, scope="verify")]
 
     @blp.doc(
         description=f"{WARNING} Email doğrulama kodunu kontrol eder ve JWT token döner. "
@@ -199,7 +203,7 @@ class VerifyEmailCode(Resource):
 class Refresh(Resource):
     """Rotate a refresh token."""
 
-    decorators = [*Resource.decorators, limiter.limit(refresh_limit)]
+    decorators = [in_unit_of_work, limiter.limit(refresh_limit)]
 
     @blp.doc(description=f"{WARNING} Refresh token kullanarak yeni access token ve refresh token alır.")
     @blp.errors(400, 401, 413, 415, 429)
@@ -237,7 +241,7 @@ class Me(Resource):
     """The current user."""
 
     # The token check reads this user's cached profile with the session state (one Redis round trip).
-    reads_profile = True
+    decorators = [in_unit_of_work, prefetches_profile]
 
     @blp.doc(security=BEARER, description="Oturum açmış kullanıcının bilgilerini döner.")
     @jwt_required()
@@ -246,7 +250,7 @@ class Me(Resource):
     def get(self):
         """Kullanıcı bilgilerini getir"""
         # Already JSON (the profile cache holds it so): put in the envelope as it is, not by the UserSchema.
-        return raw_envelope_response(200, profiles.profile_json(uuid.UUID(get_jwt()["sub"])))
+        return envelope_response(200, RawJSON(profiles.profile_json(uuid.UUID(get_jwt()["sub"]))))
 
 
 @blp.route("/sessions")

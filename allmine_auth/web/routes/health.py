@@ -11,7 +11,7 @@ from allmine_auth.cache import get_redis
 from allmine_auth.errors import ServiceUnavailable
 from allmine_auth.extensions import db
 from allmine_auth.store.outage import DATABASE_ERRORS, outage_of
-from allmine_auth.web.envelope import Blueprint
+from allmine_auth.web.blueprint import Blueprint
 from allmine_auth.web.resource import Resource
 
 log = logging.getLogger(__name__)

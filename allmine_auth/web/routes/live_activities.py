@@ -5,7 +5,7 @@ import uuid
 from flask_jwt_extended import get_jwt, jwt_required
 
 from allmine_auth.rules import live_activities
-from allmine_auth.web.envelope import Blueprint
+from allmine_auth.web.blueprint import Blueprint
 from allmine_auth.web.resource import Resource
 from allmine_auth.web.routes.auth import BEARER, WARNING
 from allmine_auth.web.schemas.live_activities import (

@@ -1,0 +1,231 @@
+"""Every fast path that reaches into a library's internals, in one place, behind one switch.
+
+``install(app)`` puts them on an app when ``FAST_PATHS`` is on (the default); with it off the app
+runs on the libraries' own code everywhere (``make bench`` shows what the switch is worth, and the
+suite runs both ways). Upgrading flask-jwt-extended or flask-limiter means checking this file (and
+``tests/test_fast_paths.py``): every private name of theirs this service touches is here.
+
+- **Verified access tokens** (flask-jwt-extended): an app sends the same access token with every call
+  for the token's whole life, and checking it is the largest part of a cheap call like GET /me
+  (PyJWT parses it four times, checking each base64 segment character by character). Each app keeps
+  the claims of the last ``JWT_VERIFIED_CACHE_SIZE`` access tokens whose signature it verified, keyed
+  by the whole encoded token: the same string can only carry the same claims under the same
+  signature. A hit is still refused once the token has expired; revocation is unaffected (the
+  blocklist loader reads the session's state on every request, hit or miss); the claims check (the
+  decode-key loader of ``web/jwt.py``) ran when the token was first verified. Envoy's ``jwt_authn``
+  filter keeps the same kind of cache. A token not in the cache (every refresh token) is parsed
+  twice, not three times. The view decorators' own header parse has no hook: their module's name
+  for it is repointed once per process, to a function that reads the cache of the current app only
+  when that app has one (an app with the fast paths off parses as the library does).
+- **Rate-limit hooks** (flask-limiter): the limiter's per-request check (for default and
+  application-wide limits, which this service doesn't set) is taken out, and its ``after_request`` and
+  ``teardown_request`` hooks run only in requests whose limits were checked (they cost GET /me about
+  a tenth of its CPU).
+- **No cookie session** (Flask): the API is token-based, and the default session interface builds a
+  signing serializer on every request only to find no cookie.
+"""
+
+import threading
+import time
+from datetime import timedelta
+
+import jwt as pyjwt
+from flask import current_app
+from flask.globals import request_ctx
+from flask.sessions import SessionInterface
+from flask_jwt_extended import JWTManager, utils, view_decorators
+from flask_jwt_extended.config import config
+from flask_jwt_extended.exceptions import JWTDecodeError
+from flask_limiter import Limiter
+from jwt import ExpiredSignatureError
+
+INSTALLED = "allmine_fast_paths"
+VERIFIED_TOKENS = "allmine_verified_tokens"
+# Limits that need flask-limiter's check of every request: with one of them set, that hook stays.
+GLOBAL_LIMITS = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
+
+
+def install(app):
+    """Put the fast paths on ``app`` if its ``FAST_PATHS`` is on (idempotent); after its extensions."""
+    if not app.config["FAST_PATHS"] or app.extensions.get(INSTALLED):
+        return
+    app.extensions[INSTALLED] = True
+    # Per app, not per manager: apps with other keys (tests) must not share what was verified.
+    app.extensions[VERIFIED_TOKENS] = VerifiedTokens()
+    view_decorators.get_unverified_jwt_headers = header_of
+    for limiter in app.extensions.get("limiter", ()):
+        only_checked_routes(app, limiter)
+    app.session_interface = NoCookieSessions()
+
+
+def installed(app):
+    """Whether ``app`` runs with the fast paths."""
+    return bool(app.extensions.get(INSTALLED))
+
+
+# flask-jwt-extended: the verified-token cache
+
+
+class VerifiedTokens:
+    """A bounded map of encoded access token -> its claims and header; the oldest entry goes first.
+
+    gthread workers share one per process: every change of the map (an entry
+    added, evicted or dropped on expiry) is made under the lock, so no thread
+    iterates it while another changes its size. A lookup is one ``dict.get``,
+    atomic without the lock.
+    """
+
+    def __init__(self):
+        self._entries = {}  # token -> [claims, header or None until first asked]
+        self._lock = threading.Lock()
+
+    def get(self, token, leeway):
+        """The token's claims if it was verified here and has not expired since, else ``None``."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[0]["exp"] <= time.time() - leeway:
+            with self._lock:
+                self._entries.pop(token, None)
+            return None
+        return dict(entry[0])  # the caller's copy: flask-jwt-extended keeps it on ``g``
+
+    def put(self, token, claims, size):
+        """Remember a verified token, dropping the oldest entries beyond ``size``."""
+        with self._lock:
+            self._entries[token] = [dict(claims), None]
+            while len(self._entries) > size:
+                del self._entries[next(iter(self._entries))]
+
+    def header(self, token):
+        """The remembered header of a verified token, else ``None``."""
+        entry = self._entries.get(token)
+        return None if entry is None or entry[1] is None else dict(entry[1])
+
+    def remember_header(self, token, header):
+        """Keep ``header`` with ``token``'s claims, if the token is remembered."""
+        entry = self._entries.get(token)
+        if entry is not None:
+            entry[1] = dict(header)
+
+
+def header_of(encoded_token):
+    """``get_unverified_jwt_headers`` for flask-jwt-extended's view decorators, from the cache on a hit.
+
+    They ask for the header of the token they have just verified; a remembered token's header was
+    parsed the first time and cannot differ. An app without the cache parses, as the library does.
+    """
+    verified = current_app.extensions.get(VERIFIED_TOKENS)
+    header = verified.header(encoded_token) if verified is not None else None
+    if header is None:
+        header = utils.get_unverified_jwt_headers(encoded_token)
+        if verified is not None:
+            verified.remember_header(encoded_token, header)
+    return header
+
+
+class CachingJWTManager(JWTManager):
+    """``JWTManager`` whose decodes go through the app's ``VerifiedTokens`` where the app has one.
+
+    One manager serves every app of the process; an app without the fast paths gets the library's
+    own decode. The override is of flask-jwt-extended's one decode path (``verify_jwt_in_request`` and
+    ``decode_token`` both come here), pinned to its 4.x series in setup.cfg.
+    """
+
+    def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
+        verified = current_app.extensions.get(VERIFIED_TOKENS)
+        if verified is None or csrf_value is not None:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        size = current_app.config["JWT_VERIFIED_CACHE_SIZE"]
+        cacheable = size > 0 and not allow_expired
+        if cacheable:
+            leeway = current_app.config["JWT_DECODE_LEEWAY"]  # seconds or a timedelta, as PyJWT takes it
+            if isinstance(leeway, timedelta):
+                leeway = leeway.total_seconds()
+            claims = verified.get(encoded_token, leeway)
+            if claims is not None:
+                return claims
+        claims = self._decode_twice(encoded_token, allow_expired)
+        # Refresh tokens are used once: remembering them would only crowd out access tokens.
+        if cacheable and claims["type"] == "access":
+            verified.put(encoded_token, claims, size)
+        return claims
+
+    def _decode_twice(self, encoded_token, allow_expired):
+        """flask-jwt-extended's decode, parsing the token twice instead of three times.
+
+        The library decodes the header and the claims unverified (two parses) for the decode-key
+        loader, then decodes verified. Here one unverified parse gives both, then PyJWT's verified
+        decode, with the checks the library makes (its ``fresh``, ``type`` and ``jti`` defaults
+        included). An expired token takes the library's own path, which attaches the header and
+        claims for the expired-token callback.
+        """
+        unverified = pyjwt.api_jwt.decode_complete(
+            encoded_token, algorithms=config.decode_algorithms, options={"verify_signature": False}
+        )
+        key = self._decode_key_callback(unverified["header"], unverified["payload"])
+        options = {"verify_aud": config.decode_audience is not None, "verify_sub": config.verify_sub}
+        if allow_expired:
+            options["verify_exp"] = False
+        try:
+            claims = pyjwt.decode(
+                encoded_token,
+                key,
+                algorithms=config.decode_algorithms,
+                audience=config.decode_audience,
+                issuer=config.decode_issuer,
+                leeway=config.leeway,
+                options=options,
+            )
+        except ExpiredSignatureError:
+            return super()._decode_jwt_from_config(encoded_token, None, allow_expired)
+        if config.identity_claim_key not in claims:
+            raise JWTDecodeError(f"Missing claim: {config.identity_claim_key}")
+        claims.setdefault("type", "access")
+        claims.setdefault("fresh", False)
+        claims.setdefault("jti", None)
+        return claims
+
+
+# flask-limiter: only the routes with limits pay for them
+
+
+def only_checked_routes(app, limiter):
+    """Take ``limiter``'s per-request check out of ``app`` (unless a global limit needs it), and run its
+    ``after_request`` and ``teardown_request`` hooks only in requests where it checked a limit."""
+    if not any(app.config.get(name) for name in GLOBAL_LIMITS):
+        hooks = app.before_request_funcs.get(None, [])
+        hooks[:] = [hook for hook in hooks if hook != limiter._check_request_limit]
+    for hooks in (app.after_request_funcs.get(None, []), app.teardown_request_funcs.get(None, [])):
+        hooks[:] = [where_limited(limiter, h) if is_limiter_hook(limiter, h) else h for h in hooks]
+
+
+def is_limiter_hook(limiter, hook):
+    """Whether ``hook`` is ``limiter``'s ``after_request`` or ``teardown_request`` hook."""
+    if hook == limiter._Limiter__release_context:
+        return True
+    return getattr(hook, "func", None) is Limiter._Limiter__inject_headers and hook.args == (limiter,)
+
+
+def where_limited(limiter, hook):
+    """``hook``, run only in requests where ``limiter`` checked a limit (noted on the request context)."""
+
+    def run_where_limited(value):
+        if limiter in getattr(request_ctx, "_limiter_request_context", ()):
+            return hook(value)
+        return value
+
+    return run_where_limited
+
+
+# Flask: no cookie session
+
+
+class NoCookieSessions(SessionInterface):
+    """No Flask cookie session: ``flask.session`` is a ``NullSession`` (writing to it is an error)."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response):
+        return None
