@@ -101,11 +101,10 @@ def register_blueprints(app):
 
 def register_errorhandlers(app):
     """Every error, from any layer, rendered as the envelope."""
-    from allmine_auth.extensions import db
     from allmine_auth.web.error_handlers import register_errorhandlers as register
     from allmine_auth.web.limits import limiter
 
-    register(app, db, limiter)
+    register(app, limiter)
 
 
 def register_commands(app):

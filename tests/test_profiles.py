@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from allmine_auth.extensions import db
 from allmine_auth.models import User
 from allmine_auth.rules import profiles
+from allmine_auth.web.routes import auth as auth_routes
 from tests.conftest import assert_envelope, assert_error, bearer
 from tests.test_email_login import PROFILE
 from tests.timeshift import travel
@@ -76,7 +77,7 @@ def test_a_new_login_shows_its_last_login(client, auth):
 def test_a_fill_racing_a_change_does_not_put_the_old_profile_back(client, auth, app, monkeypatch):
     login = auth.login()
     user_id = login["user"]["id"]
-    real = profiles.USER_SCHEMA.dump
+    real = auth_routes.USER_SCHEMA.dump
 
     def change_commits_meanwhile(user):
         # This reader has the old row; the change commits (and marks the entry stale) before it fills.
@@ -86,9 +87,9 @@ def test_a_fill_racing_a_change_does_not_put_the_old_profile_back(client, auth, 
         db.session.commit()
         return payload
 
-    monkeypatch.setattr(profiles.USER_SCHEMA, "dump", change_commits_meanwhile)
+    monkeypatch.setattr(auth_routes.USER_SCHEMA, "dump", change_commits_meanwhile)
     assert me(client, login)["bio"] is None
-    monkeypatch.setattr(profiles.USER_SCHEMA, "dump", real)
+    monkeypatch.setattr(auth_routes.USER_SCHEMA, "dump", real)
     assert me(client, login)["bio"] == "changed"
     assert app.extensions["allmine_redis"].get(profiles.PROFILE_CACHE_PREFIX + user_id) == profiles.STALE
 

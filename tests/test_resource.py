@@ -1,5 +1,7 @@
 """Every API view runs in one unit of work (``web/resource.py``), the rate-limited ones too."""
 
+import pytest
+
 from allmine_auth.web.resource import Resource, in_unit_of_work
 
 
@@ -16,7 +18,6 @@ def test_every_resource_view_runs_in_a_unit_of_work(app):
 
 
 def test_a_view_that_leaves_out_the_unit_of_work_is_refused_at_import():
-    import pytest
 
     def limit(view):
         return view

@@ -15,12 +15,10 @@ from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.errors import Unauthorized
 from allmine_auth.models import User, read_in_autocommit
 from allmine_auth.store.users import user_by_id
-from allmine_auth.web.schemas.auth import UserSchema
 
 PROFILE_CACHE_PREFIX = "allmine-auth:user:"
 STALE = "stale"
 STALE_SECONDS = 10
-USER_SCHEMA = UserSchema()
 
 
 def user_or_401(user_id):
@@ -31,14 +29,17 @@ def user_or_401(user_id):
     return user
 
 
-def profile_json(user_id):
-    """The serialized user (the ``data`` of GET /me) as JSON text, from Redis when it is there."""
+def profile_json(user_id, serialize):
+    """The user as JSON text (``serialize(user)``: the web layer's form), from Redis when it is there.
+
+    The cache holds what ``serialize`` returned: one form per deployment, the API's ``data`` of GET /me.
+    """
     key = PROFILE_CACHE_PREFIX + str(user_id)
     client, cached = read_cached(key)
     if cached is not None and cached != STALE:
         return cached
     read_in_autocommit()
-    payload = current_app.json.dumps(USER_SCHEMA.dump(user_or_401(user_id)))
+    payload = serialize(user_or_401(user_id))
     if cached is None:
         fill_cached(client, key, payload, current_app.config["PROFILE_CACHE_TTL"])
     return payload

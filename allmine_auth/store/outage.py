@@ -2,7 +2,7 @@
 
 A request that fails because PostgreSQL can't be reached (refused, reset in the middle of a query,
 a connect that timed out, no pooled connection free in time) answers 503 "Service unavailable"
-with ``Retry-After``, never 500 (``envelope.database_error_response``). Its transaction is rolled
+with ``Retry-After``, never 500 (``web/error_handlers.database_error_response``). Its transaction is rolled
 back, so nothing of it is half-written.
 
 Each worker logs the first such failure at ERROR with its cause, then nothing per request until a
@@ -23,6 +23,8 @@ import logging
 import threading
 
 import sqlalchemy as sa
+
+from allmine_auth.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def postgresql_connect_args(config):
 
 def init_app(app):
     """Watch the app's engine: bound PostgreSQL connects, and end the outage on a new connection."""
-    from allmine_auth.extensions import db
-
     outage = app.extensions[EXTENSION_KEY] = DatabaseOutage()
     with app.app_context():
         engine = db.engine
@@ -134,8 +134,6 @@ def close_session_quietly(exc):
     (after SQLAlchemy invalidated the connection), and raised from a teardown it
     would reach gunicorn as an HTML 500 after the answer was already made.
     """
-    from allmine_auth.extensions import db
-
     try:
         db.session.remove()
     except DATABASE_ERRORS as error:
@@ -149,3 +147,8 @@ def close_session_quietly(exc):
 def outage_of(app):
     """The app's ``DatabaseOutage``."""
     return app.extensions[EXTENSION_KEY]
+
+
+def database_answers():
+    """Ask the database ``SELECT 1``; raises one of ``DATABASE_ERRORS`` when it doesn't answer."""
+    db.session.execute(sa.text("SELECT 1"))

@@ -22,12 +22,16 @@ outer one, its actions run after the outer commit).
 """
 
 import contextvars
+import logging
 from contextlib import contextmanager
 
 from sqlalchemy.exc import IntegrityError
 
 from allmine_auth.errors import Conflict, ServiceError
 from allmine_auth.extensions import db
+from allmine_auth.store.outage import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
 
 _actions = contextvars.ContextVar("allmine_auth_after_commit", default=None)
 
@@ -47,10 +51,10 @@ def unit_of_work():
             if error.keep_records:
                 _commit()
             else:
-                db.session.rollback()
+                abandon()
             raise
         except BaseException:
-            db.session.rollback()
+            abandon()
             raise
         _commit()
     finally:
@@ -64,8 +68,20 @@ def _commit():
     try:
         db.session.commit()
     except IntegrityError:
-        db.session.rollback()
+        abandon()
         raise Conflict() from None
+
+
+def abandon():
+    """Roll back whatever the session holds; quietly when the database is gone (the error at hand counts).
+
+    Also for the error handlers, which may meet a database failure raised outside any unit of work.
+    On a dead connection the rollback itself can fail; SQLAlchemy has invalidated the connection then.
+    """
+    try:
+        db.session.rollback()
+    except DATABASE_ERRORS:
+        log.debug("rollback after a database failure failed too", exc_info=True)
 
 
 def after_commit(action):

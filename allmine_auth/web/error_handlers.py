@@ -13,7 +13,7 @@ from flask import current_app
 from flask_limiter.errors import RateLimitExceeded
 
 from allmine_auth.errors import ServiceError, ServiceUnavailable
-from allmine_auth.store import outage
+from allmine_auth.store import outage, unit_of_work
 from allmine_auth.web.envelope import ERROR_TEXTS, error_response
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,11 @@ def service_error_response(error):
     return error_response(error.status, error.errors, headers)
 
 
-def database_error_response(db, error):
-    """The database can't be reached: roll ``db``'s transaction back and answer 503 with Retry-After."""
+def database_error_response(error):
+    """The database can't be reached: roll the transaction back and answer 503 with Retry-After."""
     outage.outage_of(current_app).failed(error)
-    # Nothing of the request may be committed later; on a dead connection the rollback itself can fail,
-    # and the connection is already invalidated then.
-    try:
-        db.session.rollback()
-    except outage.DATABASE_ERRORS:
-        log.debug("rollback after a database failure failed too", exc_info=True)
+    # Nothing of the request may be committed later (raised inside a unit of work, it is rolled back already).
+    unit_of_work.abandon()
     unavailable = ServiceUnavailable(retry_after=current_app.config["DATABASE_RETRY_AFTER"])
     return service_error_response(unavailable)
 
@@ -99,12 +95,12 @@ def unexpected_error_response(error):
     return error_response(500, [ERROR_TEXTS[500]])
 
 
-def register_errorhandlers(app, db, limiter):
-    """Route every error class through the envelope (``db`` and ``limiter``: the app's extensions)."""
+def register_errorhandlers(app, limiter):
+    """Route every error class through the envelope (``limiter``: the app's rate limiter)."""
     app.register_error_handler(ServiceError, service_error_response)
     # Errors of the database connection, not of the SQL (those are bugs: 500).
     for database_error in outage.DATABASE_ERRORS:
-        app.register_error_handler(database_error, functools.partial(database_error_response, db))
+        app.register_error_handler(database_error, database_error_response)
     outage.init_app(app)
     app.register_error_handler(RateLimitExceeded, functools.partial(rate_limit_response, limiter))
     app.register_error_handler(Exception, unexpected_error_response)

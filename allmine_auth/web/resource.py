@@ -24,7 +24,7 @@ class Resource(MethodView):
     decorators = (in_unit_of_work,)
 
     def __init_subclass__(cls, **kwargs):
-        """Refuse, at import, a view whose own ``decorators`` (they replace these) leave out the unit of work."""
+        """Refuse, at import, a view whose own ``decorators`` (they replace these) lack the unit of work."""
         super().__init_subclass__(**kwargs)
         if not cls.decorators or cls.decorators[0] is not in_unit_of_work:
             raise TypeError(f"{cls.__name__}.decorators must start with in_unit_of_work (innermost)")

@@ -3,14 +3,12 @@
 import logging
 
 import redis
-import sqlalchemy as sa
 from flask import current_app
 from marshmallow import Schema, fields
 
 from allmine_auth.cache import get_redis
 from allmine_auth.errors import ServiceUnavailable
-from allmine_auth.extensions import db
-from allmine_auth.store.outage import DATABASE_ERRORS, outage_of
+from allmine_auth.store.outage import DATABASE_ERRORS, database_answers, outage_of
 from allmine_auth.web.blueprint import Blueprint
 from allmine_auth.web.resource import Resource
 
@@ -47,12 +45,11 @@ class Readiness(Resource):
         """Readiness: database and Redis answer"""
         checks = {}
         try:
-            db.session.execute(sa.text("SELECT 1"))
+            database_answers()
             checks["database"] = "ok"
         except DATABASE_ERRORS as exc:
             # Logged once per outage with the API's failures, not once per probe.
             outage_of(current_app).failed(exc)
-            db.session.rollback()
             raise ServiceUnavailable(
                 "database: not answering", retry_after=current_app.config["DATABASE_RETRY_AFTER"]
             ) from None
