@@ -7,7 +7,6 @@ with the setting they need.
 """
 
 import json
-import os
 import time
 import uuid
 
@@ -17,12 +16,12 @@ from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_jwt_extended import view_decorators
 
 from allmine_auth import fast_paths
+from allmine_auth.config import TestingConfig, settings_for
 from allmine_auth.metrics import start_timer
 from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.web import jwt as jwt_loaders
 from allmine_auth.web.envelope import RawJSON, envelope_response
 from allmine_auth.web.limits import limiter
-from config import TestingConfig, env_bool
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
 MISSING = "Missing or invalid token"
@@ -65,9 +64,9 @@ def limiter_hooks(app):
 
 
 def test_the_switch_follows_the_environment_and_is_on_by_default():
-    assert TestingConfig.FAST_PATHS is env_bool("FAST_PATHS", True)
-    if "FAST_PATHS" not in os.environ:
-        assert TestingConfig.FAST_PATHS is True
+    assert settings_for(TestingConfig, {})["FAST_PATHS"] is True
+    assert settings_for(TestingConfig, {"FAST_PATHS": "0"})["FAST_PATHS"] is False
+    assert settings_for(TestingConfig, {"FAST_PATHS": "on"})["FAST_PATHS"] is True
 
 
 def test_on_the_app_has_every_fast_path(make_app):
