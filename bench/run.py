@@ -69,6 +69,9 @@ ME_TOKENS = 500
 # 2-core machine other load only ever slows a run down (runs of the same code differ by +-10%).
 TRIES = 2
 SYSTEMS = ("ceiling", "floor", "service")
+# The service again with FAST_PATHS=0 (allmine_auth/fast_paths.py off: the libraries' own code), to show
+# what the switch is worth; measured after the service in each round unless --no-plain.
+PLAIN = "service-plain"
 # The goals (issue 18): the service's req/s as a share of the floor's, same run.
 GOALS = {"me": 0.9, "refresh": 0.8, "send": 0.7, "verify": 0.7, "login": 0.7}
 P99_GOAL = 2.0  # the service's p99 at most this many times the floor's
@@ -509,8 +512,18 @@ class Bench:
             self.server(f"ceiling-{scale}", "bench.echo_app:app", {}, "/echo") as ceiling,
             self.server(f"floor-{scale}", "bench.floor_app:app", self.env) as floor,
             self.server(f"service-{scale}", "wsgi:app", self.env) as service,
+            contextlib.ExitStack() as more,
         ):
-            yield {"ceiling": ceiling, "floor": floor, "service": service}
+            up = {"ceiling": ceiling, "floor": floor, "service": service}
+            if self.args.plain:
+                up[PLAIN] = more.enter_context(
+                    self.server(f"{PLAIN}-{scale}", "wsgi:app", {**self.env, "FAST_PATHS": "0"})
+                )
+            yield up
+
+    def systems(self):
+        """What each round measures, in order: ceiling, floor, service (and service with fast paths off)."""
+        return (*SYSTEMS, PLAIN) if self.args.plain else SYSTEMS
 
     def check_parity(self, servers, scale, names):
         """One input of each scenario to the floor and to the service: the same status and envelope shape."""
@@ -544,7 +557,8 @@ class Bench:
         """``TRIES`` rounds of ceiling, floor, service on ``scenario``; the better try of each counts."""
         name, path, mode, kind = scenario
         duration = self.args.duration
-        tries = {system: [] for system in SYSTEMS}
+        systems = self.systems()
+        tries = {system: [] for system in systems}
         for _ in range(TRIES):
             url, pid = servers["ceiling"]
             if kind == "get":
@@ -557,7 +571,7 @@ class Bench:
             # Inputs used once: enough for the floor at 60% of the ceiling's rate (it does a fraction of
             # that), for the service at 150% of the floor's just measured, and some.
             pool = int(ceiling["rps"] * duration * 0.6) + 1000
-            for system in ("floor", "service"):
+            for system in systems[1:]:
                 url, pid = servers[system]
                 input_file = me_file if name == "me" else self.prepare(name, scale, pool)
                 summary = measured(pid, url, path, mode, duration, input_file)
@@ -575,6 +589,10 @@ class Bench:
         service["ratio"] = service["rps"] / ceiling["rps"]
         service["p99_ratio"] = service["p99_us"] / ceiling["p99_us"]
         floor["ratio"] = floor["rps"] / ceiling["rps"]
+        if PLAIN in result:
+            plain = result[PLAIN]
+            service["plain_ratio"] = service["rps"] / plain["rps"]
+            print(f"{name:>16}: fast paths on {service['plain_ratio']:.2f}x of off", flush=True)
         print(
             f"{name:>16}: service {service['floor_ratio']:.0%} of the floor"
             f" (p99 {service['floor_p99_ratio']:.1f}x),"
@@ -604,14 +622,14 @@ class Bench:
             # The /me tokens' session state and profiles, in Redis.
             if "me" in names:
                 me_file = self.prepare("me", scale, 0)
-                for system in ("floor", "service"):
+                for system in self.systems()[1:]:
                     run_wrk(servers[system][0], "/api/v1/auth/me", "bearer", 2, me_file)
             for scenario in SCENARIOS:
                 if scenario[0] in names:
                     result["scenarios"][scenario[0]] = self.measure_scenario(
                         servers, scenario, scale, me_file
                     )
-            result["memory"] = {system: worker_memory(servers[system][1]) for system in SYSTEMS}
+            result["memory"] = {system: worker_memory(servers[system][1]) for system in self.systems()}
         peaks = {
             system: max(w["peak_rss_mb"] for w in workers) for system, workers in result["memory"].items()
         }
@@ -667,12 +685,18 @@ def report_line(name, summary):
     )
 
 
+def plain_column(service):
+    """The service's req/s with its fast paths on, as a multiple of off (empty without --plain)."""
+    return f"{service['plain_ratio']:.2f}x" if "plain_ratio" in service else ""
+
+
 def table(results):
     """The figures as a Markdown table (what bench/README.md shows)."""
     rows = [
         "| users | endpoint | ceiling req/s | floor req/s | service req/s | service p50 ms | service p99 ms"
-        " | floor p99 ms | service/floor | p99 vs floor | service/ceiling | p99 vs ceiling |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | floor p99 ms | service/floor | p99 vs floor | service/ceiling | p99 vs ceiling"
+        " | fast paths on/off |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, result in results["scales"].items():
         for name, path, *_ in SCENARIOS:
@@ -685,7 +709,8 @@ def table(results):
                 f" | {floor['rps']:.0f} | {service['rps']:.0f} | {service['p50_us'] / 1000:.1f}"
                 f" | {service['p99_us'] / 1000:.1f} | {floor['p99_us'] / 1000:.1f}"
                 f" | {service['floor_ratio']:.2f} | {service['floor_p99_ratio']:.1f}x"
-                f" | {service['ratio']:.0%} | {service['p99_ratio']:.1f}x |"
+                f" | {service['ratio']:.0%} | {service['p99_ratio']:.1f}x"
+                f" | {plain_column(service)} |"
             )
     return "\n".join(rows)
 
@@ -740,6 +765,12 @@ def main():
         "--scenarios",
         default=",".join(name for name, *_ in SCENARIOS),
         help="comma-separated, of: " + ", ".join(name for name, *_ in SCENARIOS),
+    )
+    parser.add_argument(
+        "--no-plain",
+        dest="plain",
+        action="store_false",
+        help="leave out the service with FAST_PATHS=0 (what the fast paths are worth)",
     )
     args = parser.parse_args()
     names = [name for name in args.scenarios.split(",") if name]
