@@ -23,6 +23,7 @@ from allmine_auth.web import jwt as jwt_loaders
 from allmine_auth.web.envelope import RawJSON, envelope_response
 from allmine_auth.web.limits import limiter
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
+from tests.test_tokens import count_signature_checks
 
 MISSING = "Missing or invalid token"
 EXPIRED = "Token has expired"
@@ -37,20 +38,6 @@ def me(client, token):
 
 def logout(client, token):
     return client.post("/api/v1/auth/logout", headers=bearer(token))
-
-
-def count_signature_checks(monkeypatch):
-    """Count PyJWT's verified decodes (the ones given a key) from now on."""
-    calls = []
-    real = jwt.decode
-
-    def counting(token, key="", *args, **kwargs):
-        if key:
-            calls.append(token)
-        return real(token, key, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting)
-    return calls
 
 
 def limiter_hooks(app):
