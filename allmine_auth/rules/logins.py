@@ -13,7 +13,7 @@ from allmine_auth.rules import audit
 from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
 from allmine_auth.rules.audit import Event
 from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
-from allmine_auth.rules.destinations import EMAIL, SMS
+from allmine_auth.rules.destinations import SMS
 from allmine_auth.rules.sessions import open_session
 from allmine_auth.store import users
 from allmine_auth.store.unit_of_work import after_commit
@@ -69,12 +69,23 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
 
 
 def find_or_create_account(destination, now, signup_source, signup_campaign):
-    """The account ``destination`` logs in to, made (and added to the session) on a first login."""
-    if destination.channel == EMAIL:
-        lock_email(destination.address)
-        user = users.proven_email_owner(destination.address)
-    else:
-        user = user_for_destination(destination)
+    """The account ``destination`` logs in to, made (and added to the session) on a first login.
+
+    A phone's is one upsert (``store.users.phone_login``); an email's follows the ownership rule
+    (``claim_email``) under the address's lock.
+    """
+    if destination.channel == SMS:
+        return users.phone_login(
+            uuid.uuid4(),
+            destination.address,
+            destination.country_code,
+            destination.national_number,
+            signup_source,
+            signup_campaign,
+            now,
+        )
+    lock_email(destination.address)
+    user = users.proven_email_owner(destination.address)
     if user is None:
         # The id is drawn here, so nothing needs flushing before the session row names it.
         user = User(
@@ -84,12 +95,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
             created_at=now,
             last_login=now,
         )
-        if destination.channel == SMS:
-            user.phone_e164 = destination.address
-            user.country_code = destination.country_code
-            user.phone_number = destination.national_number
-        else:
-            claim_email(user, destination.address, proven=True)
+        claim_email(user, destination.address, proven=True)
         users.add_user(user)
     else:
         user.last_login = now
