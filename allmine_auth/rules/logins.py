@@ -57,11 +57,19 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     consume_code(destination, code, client, now=now)
     with duplicate_is_conflict():
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
-        # The session INSERT flushes the new or changed user first (autoflush).
-        session, tokens = open_session(user, client, now)
-        audit.record(
-            Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
-        )
+        # The session INSERT flushes the new or changed user first (autoflush); the login's audit row is
+        # written with it (one statement on PostgreSQL).
+        event = {
+            "kind": str(Event.LOGIN),
+            "channel": destination.channel,
+            "destination": destination.address,
+            "prefix": destination.prefix,
+            "user_id": user.id,
+            "ip": client.ip if client else None,
+            "user_agent": client.user_agent if client else None,
+        }
+        session, tokens = open_session(user, client, now, event)
+        audit.announce(Event.LOGIN, destination, user.id)
     # Counted once the login is durable: a login that answered 409 or 503 verified nothing, and its retry
     # would count the same code twice.
     after_commit(lambda: count_sms_verified(destination, client, now))
