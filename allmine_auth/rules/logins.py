@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from allmine_auth.cache import set_after_commit
 from allmine_auth.errors import Conflict
 from allmine_auth.models import User, utcnow
 from allmine_auth.notify import email_sender, messages, sms_sender
@@ -14,6 +15,7 @@ from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
 from allmine_auth.rules.audit import Event
 from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
 from allmine_auth.rules.destinations import SMS
+from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX, STALE, STALE_SECONDS
 from allmine_auth.rules.sessions import open_session
 from allmine_auth.store import users
 from allmine_auth.store.unit_of_work import after_commit
@@ -83,7 +85,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
     (``claim_email``) under the address's lock.
     """
     if destination.channel == SMS:
-        return users.phone_login(
+        user = users.phone_login(
             uuid.uuid4(),
             destination.address,
             destination.country_code,
@@ -92,6 +94,11 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
             signup_campaign,
             now,
         )
+        if user.created_at != now:
+            # An existing account's row changed (``last_login``) outside the ORM's flush, whose hook
+            # (``profiles.note_changed_users``) would have marked its cached profile stale: mark it here.
+            set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
+        return user
     lock_email(destination.address)
     user = users.proven_email_owner(destination.address)
     if user is None:

@@ -26,6 +26,7 @@ def lock_user(user_id):
 
 USER_BY_PHONE = sa.select(User).where(User.phone_e164 == sa.bindparam("address"))
 USER_BY_EMAIL = sa.select(User).where(User.email == sa.bindparam("address"))
+_USERS = User.__table__
 
 
 def _phone_login_statement(insert):
@@ -36,7 +37,7 @@ def _phone_login_statement(insert):
     ``onupdate`` would have set) and nothing else.
     """
     now = sa.bindparam("b_now", type_=UtcDateTime)
-    statement = insert(User).values(
+    statement = insert(_USERS).values(
         id=sa.bindparam("b_id", type_=sa.Uuid),
         phone_e164=sa.bindparam("b_phone"),
         country_code=sa.bindparam("b_country_code"),
@@ -47,10 +48,12 @@ def _phone_login_statement(insert):
         updated_at=now,
         last_login=now,
     )
-    return statement.on_conflict_do_update(
-        index_elements=[User.phone_e164],
+    upsert = statement.on_conflict_do_update(
+        index_elements=[_USERS.c.phone_e164],
         set_={"last_login": statement.excluded.last_login, "updated_at": statement.excluded.updated_at},
-    ).returning(User)
+    ).returning(*_USERS.c)
+    # Loaded as a SELECT's rows are (the ORM's plain loading), not through its bulk INSERT machinery.
+    return sa.select(User).from_statement(upsert)
 
 
 PHONE_LOGIN = for_each_dialect(_phone_login_statement)
