@@ -38,13 +38,6 @@ def send_code(destination, client=None):
     )
 
 
-def user_for_destination(destination):
-    """The account that owns ``destination``, or ``None``."""
-    if destination.channel == SMS:
-        return users.user_by_phone(destination.address)
-    return users.user_by_email(destination.address)
-
-
 def login_with_code(destination, code, client=None, *, signup_source=None, signup_campaign=None):
     """Check the code, find or create the account, open a session; return ``(user, tokens)``.
 

@@ -39,7 +39,6 @@ COUNT_ATTEMPT = (
     .values(attempts=_CODES.c.attempts + 1)
     .returning(_CODES.c.id, _CODES.c.attempts)
 )
-LAST_SENT_AT = sa.select(_CODES.c.created_at).where(*_OF_DESTINATION)
 DISCARD_CODE = sa.delete(_CODES).where(*_OF_DESTINATION, _CODES.c.code_hash == sa.bindparam("b_code_hash"))
 
 
@@ -73,11 +72,6 @@ def count_attempt(channel, destination, now, max_attempts):
         "b_max_attempts": max_attempts,
     }
     return db.session.execute(COUNT_ATTEMPT, params).first()
-
-
-def last_sent_at(channel, destination):
-    """When the destination's current code (live or not) was stored, or ``None``."""
-    return db.session.scalar(LAST_SENT_AT, {"b_channel": channel, "b_destination": destination})
 
 
 def _replace_code_statement(insert):
