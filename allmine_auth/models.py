@@ -204,6 +204,15 @@ class AuthEvent(db.Model):
         sa.Index("ix_auth_events_destination", "destination", "kind", "created_at"),
         sa.Index("ix_auth_events_kind_created", "kind", "created_at"),
         sa.Index("ix_auth_events_prefix", "prefix", "kind", "created_at"),
+        # What the per-destination send caps count (``store.codes.SEND_CHECKS``): sends only, so a
+        # destination's count reads its own sends however large the audit trail grows.
+        sa.Index(
+            "ix_auth_events_sends",
+            "destination",
+            "created_at",
+            postgresql_where=sa.text("kind IN ('code_sent', 'delivery_failed')"),
+            sqlite_where=sa.text("kind IN ('code_sent', 'delivery_failed')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)

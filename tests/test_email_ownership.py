@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from allmine_auth.models import User
-from allmine_auth.rules import logins, profiles
+from allmine_auth.rules import profiles
+from allmine_auth.store import users
 from tests.conftest import assert_envelope, assert_error, bearer
 from tests.parallel import threaded_server
 
@@ -258,16 +259,38 @@ def test_races_on_one_address_leave_one_proven_owner_and_no_500(client, people, 
 @needs_postgresql
 def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, auth, monkeypatch):
     code = assert_envelope(auth.send(), 201)["code"]
-    found = logins.user_for_destination
+    found = users.phone_login
+    taken = []
 
-    def another_login_commits_first(destination):
-        # Another transaction creates the account between this login's look-up and its INSERT.
+    def another_account_takes_the_id(user_id, *args):
+        # Another transaction commits a row with the new account's id just before its INSERT: a unique
+        # violation the phone's ``ON CONFLICT`` does not cover.
         with db.engine.begin() as connection:
-            connection.execute(sa.insert(User).values(id=uuid.uuid4(), phone_e164=destination.address))
-        return None
+            connection.execute(sa.insert(User).values(id=user_id, phone_e164="+12015550199"))
+        taken.append(user_id)
+        return found(user_id, *args)
 
-    monkeypatch.setattr(logins, "user_for_destination", another_login_commits_first)
+    monkeypatch.setattr(users, "phone_login", another_account_takes_the_id)
     assert_error(auth.verify(code), 409, CONFLICT)
-    monkeypatch.setattr(logins, "user_for_destination", found)
+    monkeypatch.setattr(users, "phone_login", found)
     login = assert_envelope(auth.verify(code), 200)
-    assert count_users() == 1 and login["user"]["id"] == str(db.session.scalar(sa.select(User.id)))
+    others = {str(user_id) for user_id in taken}
+    assert count_users() == 2 and login["user"]["id"] not in others
+    assert login["user"]["phoneNumber"] == "5321234567"
+
+
+def test_a_first_phone_login_that_another_committed_first_logs_in_to_that_account(client, auth, monkeypatch):
+    code = assert_envelope(auth.send(), 201)["code"]
+    found = users.phone_login
+    made = uuid.uuid4()
+
+    def another_login_commits_first(user_id, phone_e164, *args):
+        # Another transaction creates the account between the code's use and this login's upsert.
+        with db.engine.begin() as connection:
+            connection.execute(sa.insert(User).values(id=made, phone_e164=phone_e164, signup_source="first"))
+        return found(user_id, phone_e164, *args)
+
+    monkeypatch.setattr(users, "phone_login", another_login_commits_first)
+    login = assert_envelope(auth.verify(code, signupSource="second"), 200)
+    assert count_users() == 1 and login["user"]["id"] == str(made)
+    assert db.session.scalar(sa.select(User.signup_source)) == "first"

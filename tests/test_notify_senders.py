@@ -432,3 +432,29 @@ def test_smtp_bad_settings_are_a_config_error(overrides, reason):
     config = {"NOTIFY_TIMEOUT": 5.0, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": 25, **overrides}
     with pytest.raises(ConfigError, match=re.escape(reason)):
         SmtpEmailSender(config)
+
+
+# --- The pooled HTTP client (notify.pooled) ---------------------------------------------------------
+
+
+def test_the_pooled_client_goes_through_the_environments_proxy_unless_bypassed(monkeypatch):
+    import urllib3
+
+    from allmine_auth.notify import pooled
+
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not isinstance(pooled.pool_for("https://api.twilio.com/x"), urllib3.ProxyManager)
+    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
+    assert isinstance(pooled.pool_for("https://api.twilio.com/x"), urllib3.ProxyManager)
+    monkeypatch.setenv("no_proxy", "api.twilio.com")
+    assert not isinstance(pooled.pool_for("https://api.twilio.com/x"), urllib3.ProxyManager)
+
+
+def test_the_pooled_client_reports_failures_under_the_names_requests_gave_them():
+    import urllib3
+
+    from allmine_auth.notify import pooled
+
+    assert pooled.failure_name(urllib3.exceptions.ProtocolError("reset")) == "ConnectionError"
+    assert pooled.failure_name(urllib3.exceptions.SSLError("bad certificate")) == "SSLError"

@@ -14,7 +14,7 @@ import jwt
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, LoginSession, utcnow
+from allmine_auth.models import AuthEvent, LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.store import sessions as store
 from allmine_auth.store.unit_of_work import in_unit_of_work, unit_of_work
 from allmine_auth.web.resource import Resource
@@ -108,3 +108,59 @@ def test_the_verify_view_runs_in_a_unit_of_work(client, auth, monkeypatch):
     monkeypatch.setattr(logins, "login_with_code", login_with_code)
     auth.login()
     assert seen == [True]
+
+
+def statements_of(run):
+    """The SQL statements ``run()`` sends to the database (whitespace collapsed)."""
+    seen = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_send_reads_the_sms_markers_once_and_checks_its_limits_with_its_code(client, auth):
+    sent = statements_of(lambda: auth.send())
+    markers = [statement for statement in sent if statement.startswith("SELECT destination_locks.channel")]
+    assert len(markers) == 1, sent
+    # The lock, the resend interval and both caps are read with the code's upsert (PostgreSQL: one statement).
+    lock_reads = [each for each in sent if each.startswith("SELECT destination_locks.locked_until")]
+    assert not lock_reads, sent
+    checks = [statement for statement in sent if "one_time_codes" in statement or "count(*)" in statement]
+    if db.engine.dialect.name == "postgresql":
+        assert len(checks) == 1 and checks[0].startswith("WITH checks AS"), sent
+    else:
+        assert len(checks) == 2, sent  # the checks' SELECT, then the code's upsert
+
+
+def test_a_refused_send_answers_the_retry_after_of_the_first_limit_that_refused(client, auth, app):
+    assert auth.send().status_code == 201
+    refused = auth.send()
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= app.config["OTP_RESEND_INTERVAL"]
+
+
+def test_a_login_writes_its_session_and_its_audit_row_naming_it(client, auth):
+    login = auth.login()
+    sid, _ = session_of(login)
+    kinds = db.session.scalars(sa.select(AuthEvent.kind).where(AuthEvent.session_id == sid)).all()
+    assert kinds == ["login"]
+    assert db.session.get(LoginSession, sid) is not None
+
+
+def test_a_phone_login_keeps_the_signup_source_of_the_first_login_only(client, auth):
+    first = auth.login(signupSource="ad", signupCampaign="spring")
+    db.session.execute(sa.delete(OneTimeCode))  # the resend interval: a second code at once
+    db.session.commit()
+    second = auth.login(signupSource="other", signupCampaign="autumn")
+    assert first["user"]["id"] == second["user"]["id"]
+    user = db.session.get(User, uuid.UUID(first["user"]["id"]))
+    db.session.refresh(user)
+    assert (user.signup_source, user.signup_campaign) == ("ad", "spring")
+    assert user.last_login is not None

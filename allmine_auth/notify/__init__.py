@@ -11,7 +11,7 @@ EMAIL_SENDERS = {"console": ConsoleEmailSender}
 
 
 def _register_optional_senders():
-    """Add the network senders; each module only needs the standard library and requests."""
+    """Add the network senders; each module only needs the standard library and urllib3 (``pooled``)."""
     from allmine_auth.notify.netgsm import NetgsmSmsSender
     from allmine_auth.notify.smtp import SmtpEmailSender
     from allmine_auth.notify.twilio import TwilioSmsSender

@@ -8,10 +8,9 @@ message text: it carries the one-time code.
 
 import logging
 
-import requests
-
 from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError, SmsSender
+from allmine_auth.notify.pooled import PooledClient, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,9 @@ class NetgsmSmsSender(SmsSender):
         self.header = config["NETGSM_HEADER"]
         base_url = (config.get("NETGSM_API_URL") or "https://api.netgsm.com.tr").rstrip("/")
         self.url = f"{base_url}/sms/rest/v2/send"
-        # One session per sender keeps the TLS connection to Netgsm alive between codes.
-        self.session = requests.Session()
-        self.session.auth = (config["NETGSM_USERCODE"], config["NETGSM_PASSWORD"])
-        self.session.headers["Accept"] = "application/json"
+        # One pool per sender keeps the TLS connection to Netgsm alive between codes.
+        user, password = config["NETGSM_USERCODE"], config["NETGSM_PASSWORD"]
+        self.client = PooledClient(self.url, user, password, self.timeout)
 
     def send_sms(self, phone_e164, text):
         """Queue ``text`` for ``phone_e164`` at Netgsm; raise ``DeliveryError`` unless it answers code 00."""
@@ -70,11 +68,11 @@ class NetgsmSmsSender(SmsSender):
             "messages": [{"msg": text, "no": netgsm_number(phone_e164)}],
         }
         try:
-            response = self.session.post(self.url, json=payload, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise DeliveryError(f"netgsm: no answer within {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise DeliveryError(f"netgsm: request failed: {type(exc).__name__}: {exc}") from exc
+            response = self.client.post_json(payload)
+        except TransportError as exc:
+            if exc.timed_out:
+                raise DeliveryError(f"netgsm: no answer within {self.timeout:g}s") from exc
+            raise DeliveryError(f"netgsm: request failed: {exc}") from exc
         answer = _json_object(response)
         if response.ok and answer is not None and str(answer.get("code")) == "00":
             log.info("Netgsm queued job %s", answer.get("jobid"))
@@ -83,7 +81,7 @@ class NetgsmSmsSender(SmsSender):
 
     def close(self):
         """Release the pooled HTTP connections."""
-        self.session.close()
+        self.client.close()
 
 
 def _json_object(response):

@@ -1,16 +1,15 @@
 """SMS delivery through Twilio's REST API (the Messages resource).
 
 One form POST is all the service needs, so this talks to the API with
-``requests`` instead of pulling in Twilio's SDK. Errors never quote the
+a pooled urllib3 client (``notify.pooled``) instead of pulling in Twilio's SDK. Errors never quote the
 message body: it carries the one-time code.
 """
 
 import logging
 
-import requests
-
 from allmine_auth.config import ConfigError
 from allmine_auth.notify.base import DeliveryError, SmsSender
+from allmine_auth.notify.pooled import PooledClient, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +34,18 @@ class TwilioSmsSender(SmsSender):
             raise ConfigError("SMS_PROVIDER=twilio needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
         base_url = (config.get("TWILIO_API_URL") or "https://api.twilio.com").rstrip("/")
         self.url = f"{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
-        # One session per sender keeps the TLS connection to Twilio alive between codes.
-        self.session = requests.Session()
-        self.session.auth = (account_sid, auth_token)
-        self.session.headers["Accept"] = "application/json"
+        # One pool per sender keeps the TLS connection to Twilio alive between codes.
+        self.client = PooledClient(self.url, account_sid, auth_token, self.timeout)
 
     def send_sms(self, phone_e164, text):
         """Create a Twilio Message to ``phone_e164``; raise ``DeliveryError`` unless Twilio accepts it."""
         fields = {"To": phone_e164, "Body": text, **self.sender_fields}
         try:
-            response = self.session.post(self.url, data=fields, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise DeliveryError(f"twilio: no answer within {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise DeliveryError(f"twilio: request failed: {type(exc).__name__}: {exc}") from exc
+            response = self.client.post_form(fields)
+        except TransportError as exc:
+            if exc.timed_out:
+                raise DeliveryError(f"twilio: no answer within {self.timeout:g}s") from exc
+            raise DeliveryError(f"twilio: request failed: {exc}") from exc
         answer = _json_object(response)
         if response.ok and answer is not None:
             log.info("Twilio accepted message %s", answer.get("sid"))
@@ -57,7 +54,7 @@ class TwilioSmsSender(SmsSender):
 
     def close(self):
         """Release the pooled HTTP connections."""
-        self.session.close()
+        self.client.close()
 
 
 def _json_object(response):

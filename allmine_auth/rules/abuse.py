@@ -223,8 +223,19 @@ def network_trips(traffic):
 
 
 def marker_end(channel, key, now):
-    """When the breaker or suspicion mark ``(channel, key)`` ends, while it lasts; else ``None``."""
-    return locks.lock_end(channel, key, now)
+    """When the breaker or suspicion mark ``(channel, key)`` ends, while it lasts; else ``None``.
+
+    Read once per transaction (``store.locks.marker_ends``): ``guard_sms_send`` finds the breaker
+    ``screen_sms_send`` read in the same unit of work.
+    """
+    return locks.marker_ends([(channel, key)], now).get((channel, key))
+
+
+def read_markers(prefix, network, now):
+    """The ends of the prefix's breaker, its suspicion and the network's suspicion, in one statement."""
+    return locks.marker_ends(
+        [(BREAKER_CHANNEL, prefix), (SUSPECT_PREFIX_CHANNEL, prefix), (SUSPECT_NETWORK_CHANNEL, network)], now
+    )
 
 
 def set_marker(channel, key, now, seconds):
@@ -276,13 +287,14 @@ def screen_sms_send(destination, client, token=None, now=None):
     config = current_app.config
     if skips_screening(destination, now) or destination.region not in config["SMS_ALLOWED_COUNTRIES"]:
         return  # nothing to pay for, or guard_sms_send refuses it
-    if marker_end(BREAKER_CHANNEL, destination.prefix, now) is not None:
-        return  # guard_sms_send refuses it with the breaker's own Retry-After
     prefix = destination.prefix
     network = network_of(client.ip if client else None)
+    markers = read_markers(prefix, network, now)
+    if (BREAKER_CHANNEL, prefix) in markers:
+        return  # guard_sms_send refuses it with the breaker's own Retry-After
     home = prefix in home_prefixes()
     traffic = read_traffic(prefix, network, now)
-    prefix_suspect = home and marker_end(SUSPECT_PREFIX_CHANNEL, prefix, now) is not None
+    prefix_suspect = home and (SUSPECT_PREFIX_CHANNEL, prefix) in markers
     if not prefix_suspect and prefix_trips(traffic):
         if home:
             prefix_suspect = True
@@ -298,7 +310,7 @@ def screen_sms_send(destination, client, token=None, now=None):
                 log.error("SMS circuit breaker opened for %s until %s", prefix, until.isoformat())
                 report_trip(PREFIX_TRIPPED, "prefix", "breaker", prefix, until, traffic, destination, client)
             refuse(RateLimited(retry_after=seconds), destination, client, "prefix tripped")
-    network_suspect = marker_end(SUSPECT_NETWORK_CHANNEL, network, now) is not None
+    network_suspect = (SUSPECT_NETWORK_CHANNEL, network) in markers
     if not network_suspect and network_trips(traffic):
         network_suspect = True
         until = set_marker(SUSPECT_NETWORK_CHANNEL, network, now, config["SMS_SUSPICION_SECONDS"])

@@ -30,16 +30,13 @@ from allmine_auth.notify import DeliveryError
 from allmine_auth.rules import audit
 from allmine_auth.rules.destinations import SMS
 from allmine_auth.store import codes as stored_codes
-from allmine_auth.store import events, locks
+from allmine_auth.store import locks
 from allmine_auth.store.unit_of_work import after_commit
 
 DELIVERY_MESSAGES = {
     SMS: "SMS gönderilirken hata oluştu",
     "email": "Email gönderilirken hata oluştu",
 }
-# What the per-destination send caps count: every send handed to the provider. A failed one too: a
-# gateway that timed out may have delivered it (and billed it), so "10 a day" holds whatever it answered.
-SEND_ATTEMPTS = (Event.CODE_SENT, Event.DELIVERY_FAILED)
 TEN_MINUTES = timedelta(minutes=10)
 ONE_DAY = timedelta(days=1)
 
@@ -90,45 +87,41 @@ def refused_send(retry_after):
     return RateLimited(retry_after=retry_after, keep_records=True)
 
 
-def ensure_send_allowed(destination, now):
-    """Apply the per-destination send limits: a lock, the resend interval, 10 minutes and 24 hours."""
-    config = current_app.config
-    channel, address = destination.channel, destination.address
-    until = locks.lock_end(channel, address, now)
-    if until is not None:
-        raise refused_send(seconds_until(until, now))
-    current = stored_codes.last_sent_at(channel, address)
-    interval = timedelta(seconds=config["OTP_RESEND_INTERVAL"])
-    if current is not None and current + interval > now:
-        raise refused_send(seconds_until(current + interval, now))
-    windows = ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"]))
-    counts = events.count_events(SEND_ATTEMPTS, channel, address, *(now - window for window, _ in windows))
-    for (window, limit), sent in zip(windows, counts, strict=True):
-        if sent >= limit:
-            oldest = events.oldest_event_since(SEND_ATTEMPTS, channel, address, now - window)
-            raise refused_send(seconds_until(oldest + window, now))
-
-
 def store_code(destination, code, now):
-    """Store ``code`` as the destination's code (in the unit of work); return its HMAC.
+    """Store ``code`` as the destination's code if the per-destination limits allow it; return its HMAC.
 
-    It replaces a code stored at least ``OTP_RESEND_INTERVAL`` ago; a send
-    that raced another to the same destination and lost finds a younger one
-    and is a 429.
+    The limits: a lock, the resend interval, 10 minutes and 24 hours. They
+    are read and the code stored in one statement
+    (``store.codes.check_and_store_code``); a refusal is a 429 whose
+    ``Retry-After`` is the end of the first limit that refused (a lock, then
+    the interval, then the caps). A send that raced another to the same
+    destination and lost finds a younger code and is a 429 too.
     """
-    interval = current_app.config["OTP_RESEND_INTERVAL"]
+    config = current_app.config
+    interval = timedelta(seconds=config["OTP_RESEND_INTERVAL"])
     code_hash = code_hmac(destination, code)
-    stored = stored_codes.replace_code(
+    windows = ((TEN_MINUTES, config["OTP_MAX_SENDS_10MIN"]), (ONE_DAY, config["OTP_MAX_SENDS_24H"]))
+    (short_window, short_max), (long_window, long_max) = windows
+    check = stored_codes.check_and_store_code(
         destination.channel,
         destination.address,
         code_hash,
         now,
         now + timedelta(seconds=code_ttl(destination.channel)),
-        now - timedelta(seconds=interval),
+        (now - interval, now - short_window, short_max, now - long_window, long_max),
     )
-    if not stored:
-        raise refused_send(interval)
-    return code_hash
+    if check.stored:
+        return code_hash
+    if check.locked_until is not None:
+        raise refused_send(seconds_until(check.locked_until, now))
+    if check.current_at is not None and check.current_at + interval > now:
+        raise refused_send(seconds_until(check.current_at + interval, now))
+    caps = ((short_window, short_max, check.sent_short, check.oldest_short),)
+    caps += ((long_window, long_max, check.sent_long, check.oldest_long),)
+    for window, limit, sent, oldest in caps:
+        if sent >= limit:
+            raise refused_send(seconds_until(oldest + window, now))
+    raise refused_send(int(interval.total_seconds()))  # a parallel send stored its code first
 
 
 def issue_code(destination, deliver, client=None, *, now=None, guard=None):
@@ -145,7 +138,6 @@ def issue_code(destination, deliver, client=None, *, now=None, guard=None):
         return fixed
     if guard is not None:
         guard(destination, client, now)
-    ensure_send_allowed(destination, now)
     code = f"{secrets.randbelow(10_000):04d}"
     code_hash = store_code(destination, code, now)
     after_commit(functools.partial(deliver_code, destination, code, code_hash, deliver, client, now))

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from allmine_auth.cache import set_after_commit
 from allmine_auth.errors import Conflict
 from allmine_auth.models import User, utcnow
 from allmine_auth.notify import email_sender, messages, sms_sender
@@ -13,7 +14,8 @@ from allmine_auth.rules import audit
 from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
 from allmine_auth.rules.audit import Event
 from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
-from allmine_auth.rules.destinations import EMAIL, SMS
+from allmine_auth.rules.destinations import SMS
+from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX, STALE, STALE_SECONDS
 from allmine_auth.rules.sessions import open_session
 from allmine_auth.store import users
 from allmine_auth.store.unit_of_work import after_commit
@@ -36,13 +38,6 @@ def send_code(destination, client=None):
     )
 
 
-def user_for_destination(destination):
-    """The account that owns ``destination``, or ``None``."""
-    if destination.channel == SMS:
-        return users.user_by_phone(destination.address)
-    return users.user_by_email(destination.address)
-
-
 def login_with_code(destination, code, client=None, *, signup_source=None, signup_campaign=None):
     """Check the code, find or create the account, open a session; return ``(user, tokens)``.
 
@@ -57,11 +52,19 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     consume_code(destination, code, client, now=now)
     with duplicate_is_conflict():
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
-        # The session INSERT flushes the new or changed user first (autoflush).
-        session, tokens = open_session(user, client, now)
-        audit.record(
-            Event.LOGIN, client, destination=destination, user_id=user.id, session_id=session.id, now=now
-        )
+        # The session INSERT flushes the new or changed user first (autoflush); the login's audit row is
+        # written with it (one statement on PostgreSQL).
+        event = {
+            "kind": str(Event.LOGIN),
+            "channel": destination.channel,
+            "destination": destination.address,
+            "prefix": destination.prefix,
+            "user_id": user.id,
+            "ip": client.ip if client else None,
+            "user_agent": client.user_agent if client else None,
+        }
+        session, tokens = open_session(user, client, now, event)
+        audit.announce(Event.LOGIN, destination, user.id)
     # Counted once the login is durable: a login that answered 409 or 503 verified nothing, and its retry
     # would count the same code twice.
     after_commit(lambda: count_sms_verified(destination, client, now))
@@ -69,12 +72,28 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
 
 
 def find_or_create_account(destination, now, signup_source, signup_campaign):
-    """The account ``destination`` logs in to, made (and added to the session) on a first login."""
-    if destination.channel == EMAIL:
-        lock_email(destination.address)
-        user = users.proven_email_owner(destination.address)
-    else:
-        user = user_for_destination(destination)
+    """The account ``destination`` logs in to, made (and added to the session) on a first login.
+
+    A phone's is one upsert (``store.users.phone_login``); an email's follows the ownership rule
+    (``claim_email``) under the address's lock.
+    """
+    if destination.channel == SMS:
+        user = users.phone_login(
+            uuid.uuid4(),
+            destination.address,
+            destination.country_code,
+            destination.national_number,
+            signup_source,
+            signup_campaign,
+            now,
+        )
+        if user.created_at != now:
+            # An existing account's row changed (``last_login``) outside the ORM's flush, whose hook
+            # (``profiles.note_changed_users``) would have marked its cached profile stale: mark it here.
+            set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
+        return user
+    lock_email(destination.address)
+    user = users.proven_email_owner(destination.address)
     if user is None:
         # The id is drawn here, so nothing needs flushing before the session row names it.
         user = User(
@@ -84,12 +103,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
             created_at=now,
             last_login=now,
         )
-        if destination.channel == SMS:
-            user.phone_e164 = destination.address
-            user.country_code = destination.country_code
-            user.phone_number = destination.national_number
-        else:
-            claim_email(user, destination.address, proven=True)
+        claim_email(user, destination.address, proven=True)
         users.add_user(user)
     else:
         user.last_login = now

@@ -70,8 +70,11 @@ def refreshed_end(now):
     return now + timedelta(seconds=current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
 
 
-def open_session(user, client, now):
-    """Start a session for ``user`` (in the unit of work) and return ``(session, tokens)``."""
+def open_session(user, client, now, event=None):
+    """Start a session for ``user`` (in the unit of work) and return ``(session, tokens)``.
+
+    ``event``: an audit row written with the session's (``store.insert_session``), naming it.
+    """
     max_age = current_app.config["SESSION_MAX_AGE"]
     max_expires_at = now + timedelta(seconds=max_age) if max_age else None
     expires_at = refreshed_end(now)
@@ -88,6 +91,7 @@ def open_session(user, client, now):
         now,
         session.expires_at,
         max_expires_at,
+        event,
     )
     return session, mint_tokens(user.id, user.is_registration_complete, session, refresh_jti, now)
 

@@ -6,10 +6,14 @@ once (compiled once) on the Core table; values come as parameters (named
 ``b_*``: a bind parameter may not share a column's name in an ``UPDATE``).
 """
 
+import uuid
+from typing import NamedTuple
+
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from allmine_auth.extensions import db
-from allmine_auth.models import OneTimeCode, UtcDateTime
+from allmine_auth.models import AuthEvent, DestinationLock, Event, OneTimeCode, UtcDateTime
 from allmine_auth.store.dialects import for_each_dialect, of_engine
 from allmine_auth.store.locks import NOT_LOCKED
 
@@ -35,7 +39,6 @@ COUNT_ATTEMPT = (
     .values(attempts=_CODES.c.attempts + 1)
     .returning(_CODES.c.id, _CODES.c.attempts)
 )
-LAST_SENT_AT = sa.select(_CODES.c.created_at).where(*_OF_DESTINATION)
 DISCARD_CODE = sa.delete(_CODES).where(*_OF_DESTINATION, _CODES.c.code_hash == sa.bindparam("b_code_hash"))
 
 
@@ -69,11 +72,6 @@ def count_attempt(channel, destination, now, max_attempts):
         "b_max_attempts": max_attempts,
     }
     return db.session.execute(COUNT_ATTEMPT, params).first()
-
-
-def last_sent_at(channel, destination):
-    """When the destination's current code (live or not) was stored, or ``None``."""
-    return db.session.scalar(LAST_SENT_AT, {"b_channel": channel, "b_destination": destination})
 
 
 def _replace_code_statement(insert):
@@ -125,3 +123,151 @@ def discard_code(channel, destination, code_hash):
     db.session.execute(
         DISCARD_CODE, {"b_channel": channel, "b_destination": destination, "b_code_hash": code_hash}
     )
+
+
+# What the per-destination send caps count: every send handed to the provider. A failed one too: a
+# gateway that timed out may have delivered it (and billed it), so "10 a day" holds whatever it answered.
+# Written into the statement (not parameters), so PostgreSQL proves the partial index
+# ``ix_auth_events_sends`` usable whatever plan it caches.
+SEND_ATTEMPTS = (Event.CODE_SENT, Event.DELIVERY_FAILED)
+_EVENTS = AuthEvent.__table__
+_LOCKS = DestinationLock.__table__
+_SENDS = (
+    _EVENTS.c.kind.in_([sa.literal_column(f"'{kind}'") for kind in SEND_ATTEMPTS]),
+    _EVENTS.c.destination == sa.bindparam("b_destination"),
+    _EVENTS.c.created_at > sa.bindparam("b_long_since", type_=UtcDateTime),
+    _EVENTS.c.channel == sa.bindparam("b_channel"),
+)
+_IN_SHORT_WINDOW = _EVENTS.c.created_at > sa.bindparam("b_short_since", type_=UtcDateTime)
+# Everything a send's limits need, in one row: the destination's lock, its code's age, its sends in the
+# short and the long window and the oldest of each (a refusal's Retry-After).
+SEND_CHECKS = (
+    sa.select(
+        sa.select(_LOCKS.c.locked_until)
+        .where(
+            _LOCKS.c.channel == sa.bindparam("b_channel"),
+            _LOCKS.c.destination == sa.bindparam("b_destination"),
+            _LOCKS.c.locked_until > sa.bindparam("b_now", type_=UtcDateTime),
+        )
+        .scalar_subquery()
+        .label("locked_until"),
+        sa.select(_CODES.c.created_at).where(*_OF_DESTINATION).scalar_subquery().label("current_at"),
+        sa.func.count().filter(_IN_SHORT_WINDOW).label("sent_short"),
+        sa.func.count().label("sent_long"),
+        sa.func.min(_EVENTS.c.created_at).filter(_IN_SHORT_WINDOW).label("oldest_short"),
+        sa.func.min(_EVENTS.c.created_at).label("oldest_long"),
+    )
+    .select_from(_EVENTS)
+    .where(*_SENDS)
+)
+
+
+def _send_check_and_store_statement():
+    """``SEND_CHECK_AND_STORE`` (PostgreSQL): ``SEND_CHECKS``, and the code stored only if they all allow it.
+
+    A data-modifying CTE: the upsert reads the checks' one row and inserts
+    nothing when a limit refuses; its ``WHERE`` (a code stored after
+    ``b_replaceable_until``) still settles two parallel sends, as
+    ``REPLACE_CODE`` does.
+    """
+    checks = SEND_CHECKS.cte("checks")
+    allowed = sa.and_(
+        checks.c.locked_until.is_(None),
+        sa.or_(
+            checks.c.current_at.is_(None),
+            checks.c.current_at <= sa.bindparam("b_replaceable_until", type_=UtcDateTime),
+        ),
+        checks.c.sent_short < sa.bindparam("b_short_max"),
+        checks.c.sent_long < sa.bindparam("b_long_max"),
+    )
+    row = sa.select(
+        sa.bindparam("b_id", type_=sa.Uuid),
+        sa.bindparam("b_channel", type_=sa.String),
+        sa.bindparam("b_destination", type_=sa.String),
+        sa.bindparam("b_code_hash", type_=sa.String),
+        sa.literal(0),
+        sa.bindparam("b_now", type_=UtcDateTime),
+        sa.bindparam("b_expires_at", type_=UtcDateTime),
+    ).where(allowed)
+    columns = ["id", "channel", "destination", "code_hash", "attempts", "created_at", "expires_at"]
+    upsert = postgresql.insert(_CODES).from_select(columns, row, include_defaults=False)
+    stored = (
+        upsert.on_conflict_do_update(
+            index_elements=[_CODES.c.channel, _CODES.c.destination],
+            set_={
+                "code_hash": upsert.excluded.code_hash,
+                "attempts": 0,
+                "created_at": upsert.excluded.created_at,
+                "expires_at": upsert.excluded.expires_at,
+            },
+            where=_CODES.c.created_at <= sa.bindparam("b_replaceable_until", type_=UtcDateTime),
+        )
+        .returning(_CODES.c.id)
+        .cte("stored")
+    )
+    return sa.select(
+        checks.c.locked_until,
+        checks.c.current_at,
+        checks.c.sent_short,
+        checks.c.sent_long,
+        checks.c.oldest_short,
+        checks.c.oldest_long,
+        sa.exists(sa.select(stored.c.id)).label("stored"),
+    )
+
+
+SEND_CHECK_AND_STORE = _send_check_and_store_statement()
+
+
+class SendCheck(NamedTuple):
+    """What the limits of a send saw, and whether its code was stored."""
+
+    locked_until: object
+    current_at: object
+    sent_short: int
+    sent_long: int
+    oldest_short: object
+    oldest_long: object
+    stored: bool
+
+
+def check_and_store_code(channel, destination, code_hash, now, expires_at, limits):
+    """Store ``code_hash`` as the destination's code if its limits allow it; return a ``SendCheck``.
+
+    ``limits`` is ``(replaceable_until, short_since, short_max, long_since,
+    long_max)``: the code is stored when the destination isn't locked, its
+    code (if any) was stored at or before ``replaceable_until``, and it had
+    fewer than ``short_max`` sends after ``short_since`` and fewer than
+    ``long_max`` after ``long_since``. On PostgreSQL one statement
+    (``SEND_CHECK_AND_STORE``); on SQLite (one writer at a time, no
+    data-modifying CTE) ``SEND_CHECKS`` then ``REPLACE_CODE``. Either way
+    the upsert's ``WHERE`` settles parallel sends: the loser stores nothing.
+    """
+    replaceable_until, short_since, short_max, long_since, long_max = limits
+    params = {
+        "b_channel": channel,
+        "b_destination": destination,
+        "b_now": now,
+        "b_short_since": short_since,
+        "b_long_since": long_since,
+    }
+    if db.engine.dialect.name == "postgresql":
+        params.update(
+            b_id=uuid.uuid4(),
+            b_code_hash=code_hash,
+            b_expires_at=expires_at,
+            b_replaceable_until=replaceable_until,
+            b_short_max=short_max,
+            b_long_max=long_max,
+        )
+        return SendCheck(*db.session.execute(SEND_CHECK_AND_STORE, params).one())
+    checks = db.session.execute(SEND_CHECKS, params).one()
+    locked_until, current_at, sent_short, sent_long = checks[:4]
+    allowed = (
+        locked_until is None
+        and (current_at is None or current_at <= replaceable_until)
+        and sent_short < short_max
+        and sent_long < long_max
+    )
+    stored = allowed and replace_code(channel, destination, code_hash, now, expires_at, replaceable_until)
+    return SendCheck(*checks, stored)

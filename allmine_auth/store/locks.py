@@ -3,7 +3,8 @@
 A destination's row counts its failed checks in a 24 h window and holds its
 lock (``locked_until``). The SMS fraud rules keep their markers in the same
 table under channels of their own (a prefix breaker, a suspect prefix or
-network): a marker is a lock row with no failures, so ``lock_end`` reads both.
+network): a marker is a lock row with no failures, so ``lock_end`` reads both; ``marker_ends`` reads
+the markers of one send in one statement.
 
 Statements are built once (compiled once) on the Core table; values come as
 parameters (named ``b_*``: a bind parameter may not share a column's name in
@@ -31,6 +32,53 @@ LOCK_END = sa.select(_LOCKS.c.locked_until).where(
 def lock_end(channel, destination, now):
     """When the lock (or marker) of ``(channel, destination)`` ends, if it lasts at ``now``; else ``None``."""
     return db.session.scalar(LOCK_END, {"b_channel": channel, "b_destination": destination, "b_now": now})
+
+
+def _marker_ends_statement(count):
+    """``MARKER_ENDS`` for ``count`` markers: the live ones among them, with their ends."""
+    return sa.select(_LOCKS.c.channel, _LOCKS.c.destination, _LOCKS.c.locked_until).where(
+        sa.or_(
+            *(
+                sa.and_(
+                    _LOCKS.c.channel == sa.bindparam(f"b_channel_{index}"),
+                    _LOCKS.c.destination == sa.bindparam(f"b_destination_{index}"),
+                )
+                for index in range(count)
+            )
+        ),
+        _LOCKS.c.locked_until > sa.bindparam("b_now", type_=UtcDateTime),
+    )
+
+
+MARKER_ENDS = {count: _marker_ends_statement(count) for count in (1, 2, 3)}
+_MEMO = "allmine_auth.marker_ends"
+
+
+def marker_ends(markers, now):
+    """``{(channel, key): end}`` of the live ones among ``markers`` (at most 3), read in one statement.
+
+    What was read is remembered for the rest of the transaction (the SMS
+    rules of one send ask for the prefix breaker twice): a marker asked for
+    again in it is answered from memory, ended or not by then (compare its
+    end with the moment). ``set_marker`` forgets the marker it sets.
+    """
+    session = db.session()
+    transaction = session.get_transaction()
+    memo_of, memo = session.info.get(_MEMO, (None, {}))
+    if memo_of is not transaction or transaction is None:
+        memo = {}
+    missing = [marker for marker in markers if marker not in memo]
+    if missing:
+        params = {"b_now": now}
+        for index, (channel, key) in enumerate(missing):
+            params[f"b_channel_{index}"], params[f"b_destination_{index}"] = channel, key
+        ends = {
+            (channel, key): end for channel, key, end in session.execute(MARKER_ENDS[len(missing)], params)
+        }
+        memo.update((marker, ends.get(marker)) for marker in missing)
+        # The statement began the transaction if none was open: remember under the one it ran in.
+        session.info[_MEMO] = (session.get_transaction(), memo)
+    return {marker: memo[marker] for marker in markers if memo[marker] is not None and memo[marker] > now}
 
 
 def _count_failure_statement(insert):
@@ -144,4 +192,6 @@ def set_marker(channel, key, now, until):
     and set nothing (no unique violation to catch), so only one reports it.
     """
     params = {"b_channel": channel, "b_destination": key, "b_now": now, "b_until": until}
+    _, memo = db.session.info.get(_MEMO, (None, {}))
+    memo.pop((channel, key), None)
     return db.session.execute(of_engine(SET_MARKER), params).first() is not None

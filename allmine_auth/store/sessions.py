@@ -16,24 +16,69 @@ _NOW = sa.bindparam("now", type_=_SESSIONS.c.expires_at.type)
 
 # A plain INSERT, not an ORM object: the login never reads the row back.
 INSERT_SESSION = sa.insert(_SESSIONS)
-
-
-def insert_session(session_id, user_id, refresh_jti, device, ip, now, expires_at, max_expires_at):
-    """Write a new session's row (in the unit of work)."""
-    db.session.execute(
-        INSERT_SESSION,
-        {
-            "id": session_id,
-            "user_id": user_id,
-            "refresh_jti": refresh_jti,
-            "device": device,
-            "ip": ip,
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": expires_at,
-            "max_expires_at": max_expires_at,
-        },
+_EVENT_FIELDS = ("kind", "channel", "destination", "prefix", "user_id", "ip", "user_agent", "detail")
+# The session's audit row (SQLite: a second statement in the unit of work).
+INSERT_EVENT = sa.insert(_EVENTS).inline()
+# PostgreSQL: the session and its audit row as one statement
+# (``WITH recorded AS (INSERT INTO auth_events ...) INSERT INTO sessions ...``).
+_SESSION_FIELDS = (
+    "id",
+    "user_id",
+    "refresh_jti",
+    "device",
+    "ip",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "max_expires_at",
+)
+INSERT_SESSION_AND_EVENT = (
+    sa.insert(_SESSIONS)
+    .values({name: sa.bindparam(f"s_{name}", type_=_SESSIONS.c[name].type) for name in _SESSION_FIELDS})
+    .add_cte(
+        sa.insert(_EVENTS)
+        .values(
+            {
+                **{name: sa.bindparam(f"b_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_FIELDS},
+                "session_id": sa.bindparam("s_id", type_=_SESSIONS.c.id.type),
+                "created_at": sa.bindparam("s_created_at", type_=_SESSIONS.c.created_at.type),
+            }
+        )
+        .cte("recorded")
     )
+)
+
+
+def insert_session(session_id, user_id, refresh_jti, device, ip, now, expires_at, max_expires_at, event=None):
+    """Write a new session's row (in the unit of work), and ``event``'s audit row with it if given.
+
+    ``event`` is a dict of the audit row's ``kind``, ``channel``,
+    ``destination``, ``prefix``, ``user_id``, ``ip``, ``user_agent`` and
+    ``detail`` (missing ones are null); the row names the session and its
+    moment is ``now``. PostgreSQL writes both in one statement, SQLite in two.
+    """
+    row = {
+        "id": session_id,
+        "user_id": user_id,
+        "refresh_jti": refresh_jti,
+        "device": device,
+        "ip": ip,
+        "created_at": now,
+        "last_used_at": now,
+        "expires_at": expires_at,
+        "max_expires_at": max_expires_at,
+    }
+    if event is None:
+        db.session.execute(INSERT_SESSION, row)
+        return
+    fields = {name: event.get(name) for name in _EVENT_FIELDS}
+    if db.engine.dialect.name == "postgresql":
+        params = {f"s_{name}": value for name, value in row.items()}
+        params.update((f"b_{name}", value) for name, value in fields.items())
+        db.session.execute(INSERT_SESSION_AND_EVENT, params)
+        return
+    db.session.execute(INSERT_SESSION, row)
+    db.session.execute(INSERT_EVENT, {**fields, "session_id": session_id, "created_at": now})
 
 
 # The session's user's registration flag, read in the rotating UPDATE's RETURNING (one round trip).

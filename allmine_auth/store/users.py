@@ -10,7 +10,8 @@ import hashlib
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import User
+from allmine_auth.models import User, UtcDateTime
+from allmine_auth.store.dialects import for_each_dialect, of_engine
 
 
 def user_by_id(user_id):
@@ -25,6 +26,57 @@ def lock_user(user_id):
 
 USER_BY_PHONE = sa.select(User).where(User.phone_e164 == sa.bindparam("address"))
 USER_BY_EMAIL = sa.select(User).where(User.email == sa.bindparam("address"))
+_USERS = User.__table__
+
+
+def _phone_login_statement(insert):
+    """``PHONE_LOGIN`` built with a dialect's ``insert``: a new account, or the login of the existing one.
+
+    ``signup_source``/``signup_campaign`` are written on creation only: the
+    update sets ``last_login`` (and ``updated_at``, which the mapper's
+    ``onupdate`` would have set) and nothing else.
+    """
+    now = sa.bindparam("b_now", type_=UtcDateTime)
+    statement = insert(_USERS).values(
+        id=sa.bindparam("b_id", type_=sa.Uuid),
+        phone_e164=sa.bindparam("b_phone"),
+        country_code=sa.bindparam("b_country_code"),
+        phone_number=sa.bindparam("b_phone_number"),
+        signup_source=sa.bindparam("b_signup_source"),
+        signup_campaign=sa.bindparam("b_signup_campaign"),
+        created_at=now,
+        updated_at=now,
+        last_login=now,
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[_USERS.c.phone_e164],
+        set_={"last_login": statement.excluded.last_login, "updated_at": statement.excluded.updated_at},
+    ).returning(*_USERS.c)
+    # Loaded as a SELECT's rows are (the ORM's plain loading), not through its bulk INSERT machinery.
+    return sa.select(User).from_statement(upsert)
+
+
+PHONE_LOGIN = for_each_dialect(_phone_login_statement)
+
+
+def phone_login(user_id, phone_e164, country_code, phone_number, signup_source, signup_campaign, now):
+    """The account of ``phone_e164`` with its ``last_login`` set to ``now``, made (as ``user_id``) if new.
+
+    One upsert returning the whole row as the session's ``User``: of two
+    parallel first logins to one number, one inserts and the other waits on
+    its row and then updates it (no unique violation).
+    """
+    params = {
+        "b_id": user_id,
+        "b_phone": phone_e164,
+        "b_country_code": country_code,
+        "b_phone_number": phone_number,
+        "b_signup_source": signup_source,
+        "b_signup_campaign": signup_campaign,
+        "b_now": now,
+    }
+    options = {"populate_existing": True}
+    return db.session.scalars(of_engine(PHONE_LOGIN), params, execution_options=options).one()
 
 
 def user_by_phone(phone_e164):
