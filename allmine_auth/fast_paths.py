@@ -141,13 +141,14 @@ class CachingJWTManager(JWTManager):
     """
 
     def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
-        verified = current_app.extensions.get(VERIFIED_TOKENS)
+        app = current_app._get_current_object()  # one look-up of the context, not one per setting
+        verified = app.extensions.get(VERIFIED_TOKENS)
         if verified is None or csrf_value is not None:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        size = current_app.config["JWT_VERIFIED_CACHE_SIZE"]
+        size = app.config["JWT_VERIFIED_CACHE_SIZE"]
         cacheable = size > 0 and not allow_expired
         if cacheable:
-            leeway = current_app.config["JWT_DECODE_LEEWAY"]  # seconds or a timedelta, as PyJWT takes it
+            leeway = app.config["JWT_DECODE_LEEWAY"]  # seconds or a timedelta, as PyJWT takes it
             if isinstance(leeway, timedelta):
                 leeway = leeway.total_seconds()
             claims = verified.get(encoded_token, leeway)
@@ -181,7 +182,8 @@ class CachingJWTManager(JWTManager):
         unverified = CLAIMS._decode_payload({"payload": payload})
         key = self._decode_key_callback(header, dict(unverified))
         ONE_PARSE._verify_signature(signing_input, header, signature, key, algorithms)
-        options = {"verify_aud": config.decode_audience is not None, "verify_sub": config.verify_sub}
+        audience = config.decode_audience
+        options = {"verify_aud": audience is not None, "verify_sub": config.verify_sub}
         if allow_expired:
             options["verify_exp"] = False
         claims = unverified
@@ -189,7 +191,7 @@ class CachingJWTManager(JWTManager):
             CLAIMS._validate_claims(
                 claims,
                 CLAIMS._merge_options(options),
-                audience=config.decode_audience,
+                audience=audience,
                 issuer=config.decode_issuer,
                 leeway=config.leeway,
             )

@@ -1,8 +1,11 @@
 """The Twilio, Netgsm and SMTP senders, called directly over real sockets on 127.0.0.1."""
 
 import base64
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -432,3 +435,16 @@ def test_smtp_bad_settings_are_a_config_error(overrides, reason):
     config = {"NOTIFY_TIMEOUT": 5.0, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": 25, **overrides}
     with pytest.raises(ConfigError, match=re.escape(reason)):
         SmtpEmailSender(config)
+
+
+def test_a_worker_imports_only_the_senders_it_is_configured_with():
+    code = (
+        "import sys; from allmine_auth import create_app; "
+        "create_app('testing', migrations=False); "
+        "print(sorted(m for m in sys.modules if m.startswith('allmine_auth.notify.')))"
+    )
+    environment = {**os.environ, "SMS_PROVIDER": "console", "EMAIL_PROVIDER": "console"}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.splitlines()[-1]
+    assert not any(sender in loaded for sender in ("notify.twilio", "notify.netgsm", "notify.smtp")), loaded
