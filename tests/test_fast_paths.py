@@ -14,6 +14,8 @@ import jwt
 import pytest
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_jwt_extended import view_decorators
+from jwt.api_jws import PyJWS
+from jwt.utils import base64url_encode
 
 from allmine_auth import fast_paths
 from allmine_auth.config import TestingConfig, settings_for
@@ -201,3 +203,59 @@ def test_a_raw_json_body_is_written_into_the_envelope_as_it_is(app):
     assert json.loads(body).keys() == json.loads(plain).keys()
     assert body.split('"timestamp"')[0] == plain.split('"timestamp"')[0]
     assert_envelope(response, 200, data=json.loads(data))
+
+
+SEGMENTS = [b"", b"eyJhIjoxfQ", b"eyJhIjoxfQ==", b"eyJhIjoxfQ=", b"eyJhIjoxfQ===", b"abc=", b"ab==", b"a",
+            b"abcde", b"ab!d", b"ab+/", b"ab d", b"ab\xffd", b"abc", b"abd", b"=", b"===="]  # fmt: skip
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_the_one_parse_checks_a_segment_as_pyjwt_does(segment):
+    def outcome(decode):
+        try:
+            return decode(segment, "payload")
+        except jwt.DecodeError as error:
+            return str(error)
+
+    assert outcome(fast_paths.OneParseJWS._decode_base64url_segment) == outcome(
+        PyJWS._decode_base64url_segment
+    )
+
+
+def forged(token, *, header=None, claims=None, key=None):
+    """``token`` with its header or claims replaced, signed with ``key`` (else its own signature kept)."""
+    head, body, signature = token.split(".")
+    if header is not None:
+        head = base64url_encode(json.dumps(header).encode()).decode()
+    if claims is not None:
+        body = base64url_encode(json.dumps(claims).encode()).decode()
+    if key is not None:
+        signing_input = f"{head}.{body}".encode()
+        algorithm = jwt.get_algorithm_by_name("HS256")
+        signature = base64url_encode(algorithm.sign(signing_input, algorithm.prepare_key(key))).decode()
+    return f"{head}.{body}.{signature}"
+
+
+@BOTH
+def test_a_forged_refresh_token_is_refused_either_way(make_app, fast):
+    app = make_app(fresh=True, FAST_PATHS=fast, **REPEATED_LOGINS)
+    client = app.test_client()
+    with app.app_context():
+        refresh = AuthActions(client).login()["refreshToken"]
+        own_claims = jwt.decode(refresh, options={"verify_signature": False})
+        secret = app.config["JWT_SECRET_KEY"]
+        tokens = [
+            forged(refresh, claims={**own_claims, "sub": str(uuid.uuid4())}),  # signature no longer matches
+            forged(refresh, claims={**own_claims, "exp": 1}, key=secret),  # expired
+            forged(refresh, claims={**own_claims, "nbf": time.time() + 3600}, key=secret),  # not yet valid
+            forged(refresh, claims={**own_claims, "iat": "soon"}, key=secret),  # a malformed claim
+            forged(refresh, header={"alg": "none", "typ": "JWT"}),  # an algorithm not allowed
+            forged(refresh, header={"alg": "HS256", "b64": False, "crit": ["b64"]}, key=secret),
+            forged(refresh, header={"alg": "HS256", "crit": ["exp"]}, key=secret),
+            forged(refresh, claims={**own_claims, "sid": "not-a-uuid"}, key=secret),  # not this service's
+            forged(refresh, key="another key of the same length as the service's own, or longer"),
+        ]
+        for token in tokens:
+            answer = client.post("/api/v1/auth/refresh", json={"refreshToken": token})
+            assert answer.status_code == 401, token
+        assert client.post("/api/v1/auth/refresh", json={"refreshToken": refresh}).status_code == 200

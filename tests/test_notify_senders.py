@@ -1,8 +1,11 @@
 """The Twilio, Netgsm and SMTP senders, called directly over real sockets on 127.0.0.1."""
 
 import base64
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -458,3 +461,16 @@ def test_the_pooled_client_reports_failures_under_the_names_requests_gave_them()
 
     assert pooled.failure_name(urllib3.exceptions.ProtocolError("reset")) == "ConnectionError"
     assert pooled.failure_name(urllib3.exceptions.SSLError("bad certificate")) == "SSLError"
+
+
+def test_a_worker_imports_only_the_senders_it_is_configured_with():
+    code = (
+        "import sys; from allmine_auth import create_app; "
+        "create_app('testing', migrations=False); "
+        "print(sorted(m for m in sys.modules if m.startswith('allmine_auth.notify.')))"
+    )
+    environment = {**os.environ, "SMS_PROVIDER": "console", "EMAIL_PROVIDER": "console"}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.splitlines()[-1]
+    assert not any(sender in loaded for sender in ("notify.twilio", "notify.netgsm", "notify.smtp")), loaded
