@@ -115,7 +115,10 @@ def store_code(destination, code, now):
     if check.locked_until is not None:
         raise refused_send(seconds_until(check.locked_until, now))
     if check.current_at is not None and check.current_at + interval > now:
-        raise refused_send(seconds_until(check.current_at + interval, now))
+        # A parallel send's code may be younger than this request's ``now`` (it read the clock later):
+        # the interval is never longer than itself.
+        wait = min(seconds_until(check.current_at + interval, now), int(interval.total_seconds()))
+        raise refused_send(wait)
     caps = ((short_window, short_max, check.sent_short, check.oldest_short),)
     caps += ((long_window, long_max, check.sent_long, check.oldest_long),)
     for window, limit, sent, oldest in caps:
