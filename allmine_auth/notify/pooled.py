@@ -1,4 +1,4 @@
-"""One pooled HTTPS client per SMS sender: urllib3's ``PoolManager``, kept alive between codes.
+"""One pooled HTTPS client per provider (SMS senders, attestation): urllib3's ``PoolManager``, kept alive.
 
 The Twilio and Netgsm senders make one POST per code; ``requests`` added a
 session, adapters and hooks around urllib3 for nothing this needs. What it did
@@ -61,16 +61,14 @@ def pool_for(url):
 
 
 class PooledClient:
-    """POSTs to one provider with basic auth and ``Accept: application/json``."""
+    """POSTs to one provider with ``Accept: application/json``, and basic auth when given a user."""
 
     def __init__(self, url, user, password, timeout):
         self.url = url
         self.pool = pool_for(url)
         self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self.headers = {
-            **urllib3.util.make_headers(basic_auth=f"{user}:{password}"),
-            "Accept": "application/json",
-        }
+        auth = urllib3.util.make_headers(basic_auth=f"{user}:{password}") if user is not None else {}
+        self.headers = {**auth, "Accept": "application/json"}
 
     def post_form(self, fields):
         """POST ``fields`` form-encoded; an ``Answer``, or ``TransportError``."""

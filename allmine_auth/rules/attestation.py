@@ -13,10 +13,10 @@ Unlike an all-or-nothing captcha, real users are never asked on a normal day.
 
 import logging
 
-import requests
 from flask import current_app
 
 from allmine_auth import metrics
+from allmine_auth.notify.pooled import PooledClient, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ def demanded():
     return current_app.config["ATTESTATION_PROVIDER"] != "none"
 
 
+def provider(url, timeout):
+    """The app's pooled client for the provider at ``url`` (kept between checks, one per address)."""
+    clients = current_app.extensions.setdefault("allmine_attestation", {})
+    client = clients.get((url, timeout))
+    if client is None:
+        client = clients[(url, timeout)] = PooledClient(url, None, None, timeout)
+    return client
+
+
 def siteverify(token, remote_ip):
     """Ask the provider about ``token``; ``True`` when it vouches for it, ``False`` when it refuses."""
     config = current_app.config
@@ -47,10 +56,11 @@ def siteverify(token, remote_ip):
     if remote_ip and remote_ip != "unknown":
         form["remoteip"] = remote_ip
     try:
-        response = requests.post(url, data=form, timeout=config["ATTESTATION_TIMEOUT"])
-        response.raise_for_status()
+        response = provider(url, config["ATTESTATION_TIMEOUT"]).post_form(form)
+        if not response.ok:
+            raise AttestationUnavailable(f"HTTPError: {response.status_code} from the provider")
         answer = response.json()
-    except (requests.RequestException, ValueError) as exc:
+    except (TransportError, ValueError) as exc:
         raise AttestationUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
     if not isinstance(answer, dict) or not isinstance(answer.get("success"), bool):
         raise AttestationUnavailable("the provider's answer has no success flag")
