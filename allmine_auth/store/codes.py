@@ -84,16 +84,25 @@ def _replace_code_statement(insert):
         created_at=sa.bindparam("b_now", type_=UtcDateTime),
         expires_at=sa.bindparam("b_expires_at", type_=UtcDateTime),
     )
-    return statement.on_conflict_do_update(
+    return replacing_older(statement).returning(_CODES.c.id)
+
+
+def replacing_older(insert):
+    """``insert`` (a code's ``INSERT``) replacing the destination's code unless that one is too young.
+
+    The ``WHERE`` of the update settles two parallel sends: the one that comes second finds the first's
+    code inside its resend interval, updates nothing and returns no row.
+    """
+    return insert.on_conflict_do_update(
         index_elements=[_CODES.c.channel, _CODES.c.destination],
         set_={
-            "code_hash": statement.excluded.code_hash,
+            "code_hash": insert.excluded.code_hash,
             "attempts": 0,
-            "created_at": statement.excluded.created_at,
-            "expires_at": statement.excluded.expires_at,
+            "created_at": insert.excluded.created_at,
+            "expires_at": insert.excluded.expires_at,
         },
         where=_CODES.c.created_at <= sa.bindparam("b_replaceable_until", type_=UtcDateTime),
-    ).returning(_CODES.c.id)
+    )
 
 
 REPLACE_CODE = for_each_dialect(_replace_code_statement)
@@ -191,20 +200,7 @@ def _send_check_and_store_statement():
     ).where(allowed)
     columns = ["id", "channel", "destination", "code_hash", "attempts", "created_at", "expires_at"]
     upsert = postgresql.insert(_CODES).from_select(columns, row, include_defaults=False)
-    stored = (
-        upsert.on_conflict_do_update(
-            index_elements=[_CODES.c.channel, _CODES.c.destination],
-            set_={
-                "code_hash": upsert.excluded.code_hash,
-                "attempts": 0,
-                "created_at": upsert.excluded.created_at,
-                "expires_at": upsert.excluded.expires_at,
-            },
-            where=_CODES.c.created_at <= sa.bindparam("b_replaceable_until", type_=UtcDateTime),
-        )
-        .returning(_CODES.c.id)
-        .cte("stored")
-    )
+    stored = replacing_older(upsert).returning(_CODES.c.id).cte("stored")
     return sa.select(
         checks.c.locked_until,
         checks.c.current_at,
