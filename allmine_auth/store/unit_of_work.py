@@ -65,6 +65,8 @@ def unit_of_work():
 
 
 def _commit():
+    if not db.session.registry.has():
+        return  # the work never touched the database (GET /me from the caches): nothing to commit
     try:
         db.session.commit()
     except IntegrityError:
@@ -78,6 +80,8 @@ def abandon():
     Also for the error handlers, which may meet a database failure raised outside any unit of work.
     On a dead connection the rollback itself can fail; SQLAlchemy has invalidated the connection then.
     """
+    if not db.session.registry.has():
+        return
     try:
         db.session.rollback()
     except DATABASE_ERRORS:
