@@ -17,7 +17,7 @@ from allmine_auth.rules.live_activities import live_activities, purge_expired
 from allmine_auth.rules.sessions import revoke_sessions
 from allmine_auth.store import purge, users
 from allmine_auth.store.bulk import MAX_USERS, seed_users
-from allmine_auth.store.event_search import recent_events
+from allmine_auth.store.events import recent_events
 from allmine_auth.store.outbox import drop_cache_writes_older_than
 from allmine_auth.store.unit_of_work import unit_of_work
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, DestinationLock, Event, OneTimeCode, UtcDateTime
-from allmine_auth.store.dialects import for_each_dialect, of_engine
+from allmine_auth.store.dialects import for_each_dialect, of_engine, on_postgresql
 from allmine_auth.store.locks import NOT_LOCKED
 
 _CODES = OneTimeCode.__table__
@@ -247,7 +247,7 @@ def check_and_store_code(channel, destination, code_hash, now, expires_at, limit
         "b_short_since": short_since,
         "b_long_since": long_since,
     }
-    if db.engine.dialect.name == "postgresql":
+    if on_postgresql():
         params.update(
             b_id=uuid.uuid4(),
             b_code_hash=code_hash,

@@ -19,3 +19,8 @@ def for_each_dialect(build):
 def of_engine(statements):
     """The statement of ``statements`` (from ``for_each_dialect``) for the engine in use."""
     return statements[db.engine.dialect.name]
+
+
+def on_postgresql():
+    """Whether the engine in use is PostgreSQL (where a store function has a faster one-statement form)."""
+    return db.engine.dialect.name == "postgresql"

@@ -1,4 +1,6 @@
-"""The audit trail's SQL (``auth_events``): write an event (the send caps count them: ``store.codes``).
+"""The audit trail's SQL (``auth_events``): write an event, find the newest (``flask audit``).
+
+The send caps count events in their own statement (``store.codes``).
 
 Statements are built once on the Core table (compiled once); values come as
 parameters. Kinds are given as ``Event`` members or their strings.
@@ -48,3 +50,28 @@ def record_event(
             "created_at": created_at,
         },
     )
+
+
+def recent_events(limit, *, kinds=(), destinations=(), user_id=None):
+    """The newest ``limit`` events of any of ``kinds``, of any of ``destinations``, or of ``user_id``.
+
+    Rows of ``(created_at, kind, destination, user_id, ip, detail)``.
+    """
+    conditions = [AuthEvent.destination == destination for destination in destinations]
+    if kinds:
+        conditions.insert(0, AuthEvent.kind.in_(kinds))
+    if user_id is not None:
+        conditions.append(AuthEvent.user_id == user_id)
+    return db.session.execute(
+        sa.select(
+            AuthEvent.created_at,
+            AuthEvent.kind,
+            AuthEvent.destination,
+            AuthEvent.user_id,
+            AuthEvent.ip,
+            AuthEvent.detail,
+        )
+        .where(sa.or_(*conditions))
+        .order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc())
+        .limit(limit)
+    ).all()

@@ -7,28 +7,24 @@ import; the upsert once per dialect.
 """
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from allmine_auth.extensions import db
 from allmine_auth.models import LiveActivity
+from allmine_auth.store.dialects import for_each_dialect, of_engine
 
 _TABLE = LiveActivity.__table__
 _CHANGES = ("session_id", "push_token", "kind", "reference_id", "expires_at", "updated_at")
 
 
 def _upsert(insert):
-    """``INSERT ... ON CONFLICT (user_id, activity_id) DO UPDATE ... RETURNING *`` by ``insert``.
-
-    PostgreSQL and SQLite (3.24+) run the same statement; SQLAlchemy builds it
-    only through each dialect's own ``insert``.
-    """
+    """``INSERT ... ON CONFLICT (user_id, activity_id) DO UPDATE ... RETURNING *`` by ``insert``."""
     statement = insert(_TABLE)
     return statement.on_conflict_do_update(
         index_elements=["user_id", "activity_id"], set_={name: statement.excluded[name] for name in _CHANGES}
     ).returning(*_TABLE.c)
 
 
-UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+UPSERT = for_each_dialect(_upsert)
 
 
 def upsert_live_activity(user_id, activity_id, session_id, push_token, kind, reference_id, expires_at, now):
@@ -37,7 +33,7 @@ def upsert_live_activity(user_id, activity_id, session_id, push_token, kind, ref
     One statement: two parallel registrations of one id end as one row, never a 500.
     """
     return db.session.execute(
-        UPSERT[db.engine.dialect.name],
+        of_engine(UPSERT),
         {
             "user_id": user_id,
             "activity_id": activity_id,

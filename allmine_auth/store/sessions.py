@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, LoginSession, User
+from allmine_auth.store.dialects import on_postgresql
 
 _SESSIONS = LoginSession.__table__
 _EVENTS = AuthEvent.__table__
@@ -72,7 +73,7 @@ def insert_session(session_id, user_id, refresh_jti, device, ip, now, expires_at
         db.session.execute(INSERT_SESSION, row)
         return
     fields = {name: event.get(name) for name in _EVENT_FIELDS}
-    if db.engine.dialect.name == "postgresql":
+    if on_postgresql():
         params = {f"s_{name}": value for name, value in row.items()}
         params.update((f"b_{name}", value) for name, value in fields.items())
         db.session.execute(INSERT_SESSION_AND_EVENT, params)
@@ -144,7 +145,7 @@ def rotate_session(sid, jti, new_jti, now, new_expires_at, *, kind, ip, user_age
     ``INSERT`` in the unit of work.
     """
     params = {"sid": sid, "jti": jti, "new_jti": new_jti, "now": now, "new_expires_at": new_expires_at}
-    if db.engine.dialect.name == "postgresql":
+    if on_postgresql():
         # On a connection of its own rather than the ORM session's: no transaction bookkeeping to set up
         # and undo.
         audit_row = {"b_kind": kind, "b_ip": ip, "b_user_agent": user_agent}

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from allmine_auth.models import User, UtcDateTime
-from allmine_auth.store.dialects import for_each_dialect, of_engine
+from allmine_auth.store.dialects import for_each_dialect, of_engine, on_postgresql
 
 
 def user_by_id(user_id):
@@ -130,7 +130,7 @@ def lock_email(address):
     SQLite runs one writer at a time; a collision left there is a unique
     violation, answered 409.
     """
-    if db.session.get_bind().dialect.name == "postgresql":
+    if on_postgresql():
         db.session.execute(LOCK_EMAIL, {"key": email_lock_key(address)})
 
 
