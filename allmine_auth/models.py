@@ -245,16 +245,6 @@ class CacheOutbox(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-def read_in_autocommit():
-    """For a read-only view: run the request's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
-
-    Call it only where nothing in the request writes afterwards; a session
-    that has begun a transaction already is left as it is.
-    """
-    if not db.session().in_transaction():
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-
-
 @sa.event.listens_for(sa.engine.Engine, "connect")
 def tune_sqlite(dbapi_connection, connection_record):
     """SQLite: enforce foreign keys, let writers wait instead of failing, and let readers not block them."""

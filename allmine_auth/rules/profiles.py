@@ -13,7 +13,8 @@ from flask import current_app
 
 from allmine_auth.cache import fill_cached, read_cached, set_after_commit
 from allmine_auth.errors import Unauthorized
-from allmine_auth.models import User, read_in_autocommit
+from allmine_auth.models import User
+from allmine_auth.store.unit_of_work import read_in_autocommit
 from allmine_auth.store.users import user_by_id
 
 PROFILE_CACHE_PREFIX = "allmine-auth:user:"

@@ -99,3 +99,13 @@ def after_commit(action):
 def in_unit_of_work():
     """Whether a unit of work is open (for the checks of code that must run inside one)."""
     return _actions.get() is not None
+
+
+def read_in_autocommit():
+    """For read-only work: run the unit's queries without ``BEGIN`` and ``ROLLBACK`` round trips.
+
+    Call it only where nothing in the request writes afterwards; a session
+    that has begun a transaction already is left as it is.
+    """
+    if not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

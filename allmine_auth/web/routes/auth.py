@@ -5,8 +5,8 @@ import uuid
 from flask import current_app, request
 from flask_jwt_extended import get_jwt, jwt_required
 
-from allmine_auth.models import read_in_autocommit
 from allmine_auth.rules import abuse, accounts, attestation, logins, profiles, sessions
+from allmine_auth.store.unit_of_work import read_in_autocommit
 from allmine_auth.web.blueprint import Blueprint
 from allmine_auth.web.envelope import RawJSON, envelope_response
 from allmine_auth.web.jwt import prefetches_profile
