@@ -89,6 +89,18 @@ def echoed(payload, code):
     return payload
 
 
+def login(args):
+    """Log in with the code of a verify request (SMS or email); its answer."""
+    user, pair = logins.login_with_code(
+        args["destination"],
+        args["code"],
+        current_client(),
+        signup_source=args["signupSource"],
+        signup_campaign=args["signupCampaign"],
+    )
+    return login_payload(user, pair)
+
+
 def login_payload(user, pair):
     """The verify answer: tokens, the whole user, and the registration flag."""
     return {
@@ -164,14 +176,7 @@ class VerifyPhoneCode(Resource):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Doğrulama kodu ile giriş yap"""
-        user, pair = logins.login_with_code(
-            args["destination"],
-            args["code"],
-            current_client(),
-            signup_source=args["signupSource"],
-            signup_campaign=args["signupCampaign"],
-        )
-        return login_payload(user, pair)
+        return login(args)
 
 
 @blp.route("/verify-otp-email")
@@ -189,14 +194,7 @@ class VerifyEmailCode(Resource):
     @blp.response(200, LoginSchema)
     def post(self, args):
         """Email doğrulama kodu ile giriş yap"""
-        user, pair = logins.login_with_code(
-            args["destination"],
-            args["code"],
-            current_client(),
-            signup_source=args["signupSource"],
-            signup_campaign=args["signupCampaign"],
-        )
-        return login_payload(user, pair)
+        return login(args)
 
 
 @blp.route("/refresh")
