@@ -41,7 +41,7 @@ from allmine_auth.rules import attestation, audit, counters
 from allmine_auth.rules.codes import seconds_until, test_code_for
 from allmine_auth.rules.destinations import SMS
 from allmine_auth.store import locks
-from allmine_auth.store.unit_of_work import after_commit, in_unit_of_work
+from allmine_auth.store.unit_of_work import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def skips_screening(destination, now):
 def count_sms_sent(destination, client=None, now=None):
     """Count an SMS code handed to the provider: for the global budget, its prefix and its network.
 
-    Inside a unit of work (the send view, after ``issue_code``) the count is an after-commit action,
-    so it runs after the code's delivery, which ``issue_code`` queued first, and only if that
-    succeeded: a send the provider refused is not counted. Elsewhere it counts at once.
+    An after-commit action of the caller's unit of work (the send view, after ``issue_code``): it runs
+    after the code's delivery, which ``issue_code`` queued first, and only if that succeeded: a send
+    the provider refused is not counted.
     """
     now = now or utcnow()
     if skips_screening(destination, now):
@@ -123,10 +123,7 @@ def count_sms_sent(destination, client=None, now=None):
         (f"prefix:{destination.prefix}:sent", MINUTE, ttl),
         (f"net:{network}:sent", MINUTE, ttl),
     ]
-    if in_unit_of_work():
-        after_commit(functools.partial(counters.add, increments, now))
-    else:
-        counters.add(increments, now)
+    after_commit(functools.partial(counters.add, increments, now))
 
 
 def count_sms_verified(destination, client=None, now=None):
