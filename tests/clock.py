@@ -5,7 +5,10 @@ The SMS counters keep their buckets in Redis (or in the process) by time, where
 the modules of a send and a verify are given a clock that runs ahead.
 """
 
+import time
 from datetime import timedelta
+
+import jwt
 
 from allmine_auth.models import utcnow
 
@@ -36,3 +39,13 @@ class Clock:
     def advance(self, seconds):
         """Move this clock ``seconds`` forward."""
         self.offset += timedelta(seconds=seconds)
+
+
+def wait_past_expiry(token):
+    """Sleep until the JWT ``token`` has expired by its own ``exp`` claim (a whole second).
+
+    A test that lets a token expire reads when from the token, not from a sleep it hopes is long
+    enough: on a slow machine the requests before it can take longer than a short lifetime.
+    """
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)

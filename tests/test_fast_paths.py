@@ -24,6 +24,7 @@ from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
 from allmine_auth.web import jwt as jwt_loaders
 from allmine_auth.web.envelope import RawJSON, envelope_response
 from allmine_auth.web.limits import limiter
+from tests.clock import wait_past_expiry
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 from tests.test_tokens import count_signature_checks
 
@@ -125,7 +126,7 @@ def test_the_verified_token_cache_is_per_app_and_per_switch(make_app, fast, monk
 
 @BOTH
 def test_claims_expiry_and_revocation_are_checked_either_way(make_app, fast):
-    app = make_app(fresh=True, FAST_PATHS=fast, JWT_ACCESS_TOKEN_EXPIRES=1, **REPEATED_LOGINS)
+    app = make_app(fresh=True, FAST_PATHS=fast, **REPEATED_LOGINS)
     client = app.test_client()
     with app.app_context():
         auth = AuthActions(client)
@@ -144,9 +145,10 @@ def test_claims_expiry_and_revocation_are_checked_either_way(make_app, fast):
         assert_envelope(me(client, login["accessToken"]), 200)
         assert_envelope(logout(client, login["accessToken"]), 200, data={"revokedSessions": 1})
         assert_error(me(client, login["accessToken"]), 401, REVOKED)
+        app.config["JWT_ACCESS_TOKEN_EXPIRES"] = 2  # read at each mint: this login's token is short-lived
         other = auth.login()
         assert_envelope(me(client, other["accessToken"]), 200)
-        time.sleep(1.1)
+        wait_past_expiry(other["accessToken"])
         assert_error(me(client, other["accessToken"]), 401, EXPIRED)
 
 

@@ -28,6 +28,7 @@ from allmine_auth.models import LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.rules import sessions
 from allmine_auth.store.unit_of_work import unit_of_work
 from allmine_auth.web.envelope import utc_timestamp
+from tests.clock import wait_past_expiry
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
 ACCESS_SECONDS = 3600
@@ -630,12 +631,12 @@ def test_a_remembered_token_keeps_its_header_without_a_second_parse(app, auth, m
 
 
 def test_a_remembered_access_token_is_refused_once_it_expires(make_app):
-    app = make_app(fresh=True, JWT_ACCESS_TOKEN_EXPIRES=1, **REPEATED_LOGINS)
+    app = make_app(fresh=True, JWT_ACCESS_TOKEN_EXPIRES=2, **REPEATED_LOGINS)
     client = app.test_client()
     with app.app_context():
         login = AuthActions(client).login()
         assert_envelope(me(client, login["accessToken"]), 200)
-        time.sleep(1.1)
+        wait_past_expiry(login["accessToken"])
         assert_error(me(client, login["accessToken"]), 401, EXPIRED)
 
 
