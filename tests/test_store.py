@@ -11,12 +11,14 @@ import uuid
 from datetime import timedelta
 
 import jwt
+import pytest
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, LoginSession, OneTimeCode, User, utcnow
+from allmine_auth.store import events
 from allmine_auth.store import sessions as store
-from allmine_auth.store.unit_of_work import in_unit_of_work, unit_of_work
+from allmine_auth.store.unit_of_work import alone, in_unit_of_work, unit_of_work
 from allmine_auth.web.resource import Resource
 
 
@@ -164,3 +166,62 @@ def test_a_phone_login_keeps_the_signup_source_of_the_first_login_only(client, a
     db.session.refresh(user)
     assert (user.signup_source, user.signup_campaign) == ("ad", "spring")
     assert user.last_login is not None
+
+
+def audit_kinds(connection):
+    """The kinds of the audit rows ``connection`` sees (another connection than the session's)."""
+    return connection.execute(sa.select(AuthEvent.kind).order_by(AuthEvent.id)).scalars().all()
+
+
+def test_alone_runs_in_autocommit_until_the_unit_has_begun_its_transaction(app):
+    postgresql = db.engine.dialect.name == "postgresql"
+    other = db.engine.connect() if postgresql else None
+    try:
+        with pytest.raises(RuntimeError), unit_of_work():
+            with alone():
+                events.record_event("first", utcnow())
+            if postgresql:
+                assert audit_kinds(other) == ["first"]  # durable at once: no transaction around it
+            events.record_event("second", utcnow())  # the unit's transaction begins here
+            with alone():
+                events.record_event("third", utcnow())  # joins it
+            if postgresql:
+                assert audit_kinds(other) == ["first"]
+                other.rollback()
+            raise RuntimeError("the unit rolls back")
+    finally:
+        if other is not None:
+            other.close()
+    # PostgreSQL: the autocommit write stays, the transaction's are undone; SQLite: all ran in it.
+    expected = ["first"] if postgresql else []
+    assert db.session.scalars(sa.select(AuthEvent.kind)).all() == expected
+    if postgresql:
+        with db.engine.connect() as connection:  # the pool got its connection back out of autocommit
+            assert connection.connection.dbapi_connection.autocommit is False
+
+
+def test_a_send_makes_no_begin_or_commit_round_trips_on_postgresql(client, auth, tmp_path):
+    """The markers' read, the code's statement and, once delivered, its audit row: three round trips."""
+    trace = tmp_path / "libpq.trace"
+    if db.engine.dialect.name != "postgresql":
+        assert auth.send().status_code == 201
+        return
+    traced = []
+    with trace.open("w") as out:
+
+        def trace_checkout(dbapi_connection, record, proxy):
+            dbapi_connection.pgconn.trace(out.fileno())
+            traced.append(dbapi_connection)
+
+        sa.event.listen(db.engine, "checkout", trace_checkout)
+        try:
+            assert auth.send().status_code == 201
+        finally:
+            sa.event.remove(db.engine, "checkout", trace_checkout)
+            for dbapi_connection in traced:
+                dbapi_connection.pgconn.untrace()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    sent = [fields[3:5] for fields in sent if len(fields) > 3 and fields[1] == "F"]
+    queries = [fields[1] for fields in sent if fields[0] == "Query"]
+    assert queries == [], queries  # no BEGIN, no COMMIT
+    assert sum(fields[0] == "Sync" for fields in sent) == 3, sent

@@ -41,7 +41,7 @@ from allmine_auth.rules import attestation, audit, counters
 from allmine_auth.rules.codes import seconds_until, test_code_for
 from allmine_auth.rules.destinations import SMS
 from allmine_auth.store import locks
-from allmine_auth.store.unit_of_work import after_commit
+from allmine_auth.store.unit_of_work import after_commit, alone
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,15 @@ def marker_end(channel, key, now):
 
 
 def read_markers(prefix, network, now):
-    """The ends of the prefix's breaker, its suspicion and the network's suspicion, in one statement."""
-    return locks.marker_ends(
-        [(BREAKER_CHANNEL, prefix), (SUSPECT_PREFIX_CHANNEL, prefix), (SUSPECT_NETWORK_CHANNEL, network)], now
-    )
+    """The ends of the prefix's breaker, its suspicion and the network's suspicion, in one statement.
+
+    A read, so outside a transaction while the send has begun none (``alone``): a send that sets no
+    marker then makes no ``BEGIN`` and ``COMMIT`` round trips.
+    """
+    markers = [(BREAKER_CHANNEL, prefix), (SUSPECT_PREFIX_CHANNEL, prefix)]
+    markers.append((SUSPECT_NETWORK_CHANNEL, network))
+    with alone():
+        return locks.marker_ends(markers, now)
 
 
 def set_marker(channel, key, now, seconds):

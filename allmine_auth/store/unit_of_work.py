@@ -19,12 +19,18 @@ answer (a failed delivery is a 500 whose failure record is kept).
 
 Units nest: one opened inside another joins it (its work commits with the
 outer one, its actions run after the outer commit).
+
+On PostgreSQL the transaction's ``BEGIN`` goes out with the unit's first
+statement. Statements declared ``alone()`` while none has gone out run
+without it (autocommit): a unit whose only write is one statement (a send's
+code, its audit row) then makes no ``BEGIN`` and ``COMMIT`` round trips.
 """
 
 import contextvars
 import logging
 from contextlib import contextmanager
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy.exc import IntegrityError
 
 from allmine_auth.errors import Conflict, ServiceError
@@ -109,3 +115,40 @@ def read_in_autocommit():
     """
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+@contextmanager
+def alone():
+    """Run the block's statements in autocommit if the unit's transaction has not begun (no ``BEGIN`` yet).
+
+    Declare with it only statements whose effect is the same outside the
+    unit's transaction: reads (PostgreSQL runs at READ COMMITTED, so inside a
+    transaction too each statement reads its own snapshot, and a plain read
+    holds no lock a writer waits for), and the unit's one write when it is
+    one statement and nothing after it in the unit writes or can fail (but
+    for a bug): it is durable as it ends rather than at the commit a moment
+    later, which would have nothing left to undo. Once the transaction has
+    begun (a write before the block), the block joins it like any statement.
+    The unit's session and its connection stay the same throughout: only the
+    driver's autocommit is on for the block, so a later statement begins
+    the transaction as usual, and the unit's commit, with nothing begun,
+    sends nothing. On SQLite (in process: no round trips to save) the block
+    runs in the unit's transaction as before.
+    """
+    connection = db.session.connection()  # the unit's, checked out now rather than at its first statement
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    if raw.autocommit or raw.pgconn.transaction_status != TransactionStatus.IDLE:
+        yield  # the transaction has begun (or the unit reads in autocommit already): join it
+        return
+    raw.autocommit = True
+    try:
+        yield
+    finally:
+        if raw.pgconn.transaction_status == TransactionStatus.IDLE:
+            raw.autocommit = False
+        else:
+            # Only a broken connection is anything but idle after an autocommit statement: never pool it.
+            connection.invalidate()
