@@ -149,6 +149,6 @@ def alone():
     finally:
         if raw.pgconn.transaction_status == TransactionStatus.IDLE:
             raw.autocommit = False
-        else:
+        elif not connection.invalidated and not connection.closed:
             # Only a broken connection is anything but idle after an autocommit statement: never pool it.
             connection.invalidate()
