@@ -200,6 +200,17 @@ def test_alone_runs_in_autocommit_until_the_unit_has_begun_its_transaction(app):
             assert connection.connection.dbapi_connection.autocommit is False
 
 
+def test_alone_joins_the_transaction_when_its_statement_would_flush_orm_changes(app):
+    """An ORM object added but not flushed is the unit's work too: the block must not autocommit it."""
+    with pytest.raises(RuntimeError), unit_of_work():
+        db.session.add(User(id=uuid.uuid4(), created_at=utcnow()))
+        with alone():
+            events.record_event("flushed", utcnow())  # autoflushes the user first
+        raise RuntimeError("the unit rolls back")
+    assert db.session.scalars(sa.select(AuthEvent.kind)).all() == []
+    assert db.session.scalars(sa.select(User.id)).all() == []
+
+
 def test_a_send_makes_no_begin_or_commit_round_trips_on_postgresql(client, auth, tmp_path):
     """The markers' read, the code's statement and, once delivered, its audit row: three round trips."""
     trace = tmp_path / "libpq.trace"

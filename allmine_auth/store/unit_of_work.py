@@ -135,13 +135,17 @@ def alone():
     sends nothing. On SQLite (in process: no round trips to save) the block
     runs in the unit's transaction as before.
     """
-    connection = db.session.connection()  # the unit's, checked out now rather than at its first statement
+    session = db.session()
+    connection = session.connection()  # the unit's, checked out now rather than at its first statement
     if connection.dialect.name != "postgresql":
         yield
         return
     raw = connection.connection.dbapi_connection
-    if raw.autocommit or raw.pgconn.transaction_status != TransactionStatus.IDLE:
-        yield  # the transaction has begun (or the unit reads in autocommit already): join it
+    begun = raw.autocommit or raw.pgconn.transaction_status != TransactionStatus.IDLE
+    if begun or session.new or session.dirty or session.deleted:
+        # The transaction has begun (or the unit reads in autocommit already), or the block's first
+        # statement would flush the unit's ORM changes first: join it.
+        yield
         return
     raw.autocommit = True
     try:
