@@ -6,10 +6,10 @@ PostgreSQL it is one data-modifying statement sent outside any transaction
 
     WITH used AS (DELETE FROM one_time_codes WHERE <the live code, this HMAC, no lock> RETURNING id),
          account AS (INSERT INTO users ... SELECT ... FROM used ON CONFLICT (phone_e164) DO UPDATE
-                     ... RETURNING users.*),
+                     ... RETURNING *),
          opened AS (INSERT INTO sessions ... SELECT ... FROM account),
          recorded AS (INSERT INTO auth_events ... SELECT ... FROM account)
-    SELECT * FROM account
+    SELECT <every users column> FROM account
 
 Everything after ``used`` reads its row, so when no live code matches (a
 wrong, used, expired or burnt code, a locked destination) nothing is written
@@ -21,8 +21,9 @@ time, no data-modifying CTE) runs the same steps as statements in the unit of
 work.
 """
 
+import json
+
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from allmine_auth.extensions import db
 from allmine_auth.models import AuthEvent, LoginSession, User, UtcDateTime
@@ -32,60 +33,96 @@ from allmine_auth.store.dialects import on_postgresql
 _USERS = User.__table__
 _SESSIONS = LoginSession.__table__
 _EVENTS = AuthEvent.__table__
-_NOW = sa.bindparam("b_now", type_=UtcDateTime)
-# What a new account is given: the login's values, and every other column's own default (evaluated once
-# here: they are constants, ``False``, ``0``, ``[]``, ``["user"]``).
+# What a new account is given: the login's values, and every other column's own default, written into the
+# statement as SQL (they are constants: ``false``, ``0``, ``'[]'``, ``'["user"]'``).
 _GIVEN = {
-    "id": sa.bindparam("b_user_id", type_=_USERS.c.id.type),
-    "phone_e164": sa.bindparam("b_destination", type_=_USERS.c.phone_e164.type),
-    "country_code": sa.bindparam("b_country_code", type_=_USERS.c.country_code.type),
-    "phone_number": sa.bindparam("b_phone_number", type_=_USERS.c.phone_number.type),
-    "signup_source": sa.bindparam("b_signup_source", type_=_USERS.c.signup_source.type),
-    "signup_campaign": sa.bindparam("b_signup_campaign", type_=_USERS.c.signup_campaign.type),
-    "created_at": _NOW,
-    "updated_at": _NOW,
-    "last_login": _NOW,
+    "id": ":b_user_id",
+    "phone_e164": ":b_destination",
+    "country_code": ":b_country_code",
+    "phone_number": ":b_phone_number",
+    "signup_source": ":b_signup_source",
+    "signup_campaign": ":b_signup_campaign",
+    "created_at": ":b_now",
+    "updated_at": ":b_now",
+    "last_login": ":b_now",
 }
-_DEFAULTS = {
-    column.name: sa.bindparam(
-        f"d_{column.name}",
-        column.default.arg(None) if column.default.is_callable else column.default.arg,
-        type_=column.type,
-    )
-    for column in _USERS.c
-    if column.default is not None and column.name not in _GIVEN
+
+
+def sql_constant(value):
+    """``value`` (a column default: a bool, an int, a JSON list) as an SQL literal; anything else refused."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "'" + json.dumps(value).replace("'", "''") + "'"
+    raise TypeError(f"no SQL constant for the default {value!r}")
+
+
+def _default_of(column):
+    default = column.default
+    return sql_constant(default.arg(None) if default.is_callable else default.arg)
+
+
+_NEW_ACCOUNT = {
+    **_GIVEN,
+    **{
+        column.name: _default_of(column)
+        for column in _USERS.c
+        if column.default is not None and column.name not in _GIVEN
+    },
 }
-_SESSION_FIELDS = ("id", "refresh_jti", "device", "ip", "expires_at", "max_expires_at")
-_EVENT_FIELDS = ("kind", "channel", "destination", "prefix", "ip", "user_agent")
-
-
-def _phone_login_with_code_statement():
-    """``PHONE_LOGIN_WITH_CODE`` (PostgreSQL): the module docstring's statement."""
-    used = codes.USE_CODE.cte("used")
-    new_account = {**_GIVEN, **_DEFAULTS}
-    upsert = postgresql.insert(_USERS).from_select(
-        list(new_account), sa.select(*new_account.values()).select_from(used), include_defaults=False
-    )
-    account = (
-        upsert.on_conflict_do_update(
-            index_elements=[_USERS.c.phone_e164],
-            set_={"last_login": upsert.excluded.last_login, "updated_at": upsert.excluded.updated_at},
-        )
-        .returning(*_USERS.c)
-        .cte("account")
-    )
-    session = {name: sa.bindparam(f"s_{name}", type_=_SESSIONS.c[name].type) for name in _SESSION_FIELDS}
-    session.update(user_id=account.c.id, created_at=_NOW, last_used_at=_NOW)
-    opened = sa.insert(_SESSIONS).from_select(
-        list(session), sa.select(*session.values()), include_defaults=False
-    )
-    event = {name: sa.bindparam(f"e_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_FIELDS}
-    event.update(user_id=account.c.id, session_id=session["id"], created_at=_NOW)
-    recorded = sa.insert(_EVENTS).from_select(list(event), sa.select(*event.values()), include_defaults=False)
-    return sa.select(account).add_cte(opened.cte("opened"), recorded.cte("recorded"))
-
-
-PHONE_LOGIN_WITH_CODE = _phone_login_with_code_statement()
+# Written as SQL text (typed parameters and result columns below): built from Core, the statement is
+# over 4,096 characters (every column named three times, each parameter cast), and psycopg re-parses a
+# statement that long on every execution instead of caching its conversion. The code's condition is
+# ``store.codes.USE_CODE``'s (a live code with this HMAC, the destination not locked).
+_PHONE_LOGIN_WITH_CODE_SQL = f"""WITH used AS (
+    DELETE FROM one_time_codes
+    WHERE channel = :b_channel AND destination = :b_destination AND expires_at > :b_now
+        AND attempts < :b_max_attempts AND code_hash = :b_code_hash
+        AND NOT EXISTS (SELECT 1 FROM destination_locks WHERE channel = :b_channel
+            AND destination = :b_destination AND locked_until > :b_now)
+    RETURNING id
+), account AS (
+    INSERT INTO users ({", ".join(_NEW_ACCOUNT)})
+    SELECT {", ".join(_NEW_ACCOUNT.values())} FROM used
+    ON CONFLICT (phone_e164) DO UPDATE SET last_login = EXCLUDED.last_login, updated_at = EXCLUDED.updated_at
+    RETURNING *
+), opened AS (
+    INSERT INTO sessions (id, user_id, refresh_jti, device, ip, created_at, last_used_at, expires_at,
+        max_expires_at)
+    SELECT :s_id, id, :s_refresh_jti, :s_device, :s_ip, :b_now, :b_now, :s_expires_at, :s_max_expires_at
+    FROM account
+), recorded AS (
+    INSERT INTO auth_events (kind, channel, destination, prefix, user_id, session_id, ip, user_agent,
+        created_at)
+    SELECT :e_kind, :e_channel, :e_destination, :e_prefix, id, :s_id, :e_ip, :e_user_agent, :b_now
+    FROM account
+)
+SELECT {", ".join(column.name for column in _USERS.c)} FROM account
+"""
+_PARAMETER_TYPES = {
+    "b_channel": _EVENTS.c.channel.type,
+    "b_destination": _USERS.c.phone_e164.type,
+    "b_now": UtcDateTime(),
+    "b_max_attempts": sa.Integer(),
+    "b_code_hash": sa.String(),
+    "b_user_id": _USERS.c.id.type,
+    "b_country_code": _USERS.c.country_code.type,
+    "b_phone_number": _USERS.c.phone_number.type,
+    "b_signup_source": _USERS.c.signup_source.type,
+    "b_signup_campaign": _USERS.c.signup_campaign.type,
+    **{f"s_{name}": _SESSIONS.c[name].type for name in ("id", "refresh_jti", "device", "ip")},
+    **{f"s_{name}": _SESSIONS.c[name].type for name in ("expires_at", "max_expires_at")},
+    **{f"e_{name}": _EVENTS.c[name].type for name in ("kind", "channel", "destination", "prefix")},
+    **{f"e_{name}": _EVENTS.c[name].type for name in ("ip", "user_agent")},
+}
+# The module docstring's statement (PostgreSQL): the account's row, every ``users`` column by its type.
+PHONE_LOGIN_WITH_CODE = (
+    sa.text(_PHONE_LOGIN_WITH_CODE_SQL.strip())
+    .bindparams(*(sa.bindparam(name, type_=kind) for name, kind in _PARAMETER_TYPES.items()))
+    .columns(*_USERS.c)
+)
 
 
 def phone_login_with_code(code, account, session, event, now):
