@@ -52,7 +52,8 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
 
     A new account keeps the ``signupSource``/``signupCampaign`` of its first
     login only. The code's use, the account and the session commit together
-    (the unit of work's commit).
+    (the unit of work's commit; a phone's, on PostgreSQL, as one statement:
+    ``phone_login_with_code``). ``user`` is a ``User``, or a phone login's row.
     An email login is a proof of the address: it finds the account that
     proved it before, else makes a new one that takes the address
     (``claim_email``, which removes an unproven copy from another account).
