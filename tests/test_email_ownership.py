@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from allmine_auth.extensions import db
 from allmine_auth.models import User
 from allmine_auth.rules import profiles
-from allmine_auth.store import users
+from allmine_auth.store import logins as stored_logins
 from tests.conftest import assert_envelope, assert_error, bearer
 from tests.parallel import threaded_server
 
@@ -259,20 +259,20 @@ def test_races_on_one_address_leave_one_proven_owner_and_no_500(client, people, 
 @needs_postgresql
 def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, auth, monkeypatch):
     code = assert_envelope(auth.send(), 201)["code"]
-    found = users.phone_login
+    found = stored_logins.phone_login_with_code
     taken = []
 
-    def another_account_takes_the_id(user_id, *args):
+    def another_account_takes_the_id(code, account, *args):
         # Another transaction commits a row with the new account's id just before its INSERT: a unique
         # violation the phone's ``ON CONFLICT`` does not cover.
         with db.engine.begin() as connection:
-            connection.execute(sa.insert(User).values(id=user_id, phone_e164="+12015550199"))
-        taken.append(user_id)
-        return found(user_id, *args)
+            connection.execute(sa.insert(User).values(id=account["user_id"], phone_e164="+12015550199"))
+        taken.append(account["user_id"])
+        return found(code, account, *args)
 
-    monkeypatch.setattr(users, "phone_login", another_account_takes_the_id)
+    monkeypatch.setattr(stored_logins, "phone_login_with_code", another_account_takes_the_id)
     assert_error(auth.verify(code), 409, CONFLICT)
-    monkeypatch.setattr(users, "phone_login", found)
+    monkeypatch.setattr(stored_logins, "phone_login_with_code", found)
     login = assert_envelope(auth.verify(code), 200)
     others = {str(user_id) for user_id in taken}
     assert count_users() == 2 and login["user"]["id"] not in others
@@ -281,16 +281,18 @@ def test_a_unique_violation_at_login_is_a_409_and_the_code_still_works(client, a
 
 def test_a_first_phone_login_that_another_committed_first_logs_in_to_that_account(client, auth, monkeypatch):
     code = assert_envelope(auth.send(), 201)["code"]
-    found = users.phone_login
+    found = stored_logins.phone_login_with_code
     made = uuid.uuid4()
 
-    def another_login_commits_first(user_id, phone_e164, *args):
-        # Another transaction creates the account between the code's use and this login's upsert.
+    def another_login_commits_first(code, *args):
+        # Another transaction creates the account just before this login's statement (or, on SQLite, its
+        # code's use and its upsert).
+        _, phone_e164, *_ = code
         with db.engine.begin() as connection:
             connection.execute(sa.insert(User).values(id=made, phone_e164=phone_e164, signup_source="first"))
-        return found(user_id, phone_e164, *args)
+        return found(code, *args)
 
-    monkeypatch.setattr(users, "phone_login", another_login_commits_first)
+    monkeypatch.setattr(stored_logins, "phone_login_with_code", another_login_commits_first)
     login = assert_envelope(auth.verify(code, signupSource="second"), 200)
     assert count_users() == 1 and login["user"]["id"] == str(made)
     assert db.session.scalar(sa.select(User.signup_source)) == "first"

@@ -126,8 +126,18 @@ def test_a_dead_pooled_connection_costs_one_503_at_most(app, client, auth, pg_pr
         assert_envelope(client.get("/api/v1/auth/sessions", headers=bearer(login["accessToken"])), 200)
 
 
-def test_a_cut_in_the_middle_of_a_login_writes_nothing(app, client, auth, pg_proxy, direct_engine):
-    code = auth.send().get_json()["data"]["code"]
+def assert_nothing_written(direct_engine):
+    """No account, no session, and the code still stored."""
+    with direct_engine.connect() as connection:
+        assert connection.scalar(sa.text("SELECT count(*) FROM users")) == 0
+        assert connection.scalar(sa.text("SELECT count(*) FROM sessions")) == 0
+        assert connection.scalar(sa.text("SELECT count(*) FROM one_time_codes")) == 1
+
+
+def test_a_cut_in_the_middle_of_a_login_writes_nothing(app, client, pg_proxy, direct_engine):
+    # An email login is several statements in one transaction (an SMS login is one statement: below).
+    email = {"email": "cut@example.com"}
+    code = client.post("/api/v1/auth/send-otp-email", json=email).get_json()["data"]["code"]
     statements = []
 
     def cut_after_the_first(conn, cursor, statement, parameters, context, executemany):
@@ -135,18 +145,38 @@ def test_a_cut_in_the_middle_of_a_login_writes_nothing(app, client, auth, pg_pro
         if len(statements) == 1:
             pg_proxy.cut()
 
+    def verify():
+        return client.post("/api/v1/auth/verify-otp-email", json={**email, "code": code})
+
     sa.event.listen(db.engine, "after_cursor_execute", cut_after_the_first)
     try:
-        assert_unavailable(auth.verify(code))
+        assert_unavailable(verify())
     finally:
         sa.event.remove(db.engine, "after_cursor_execute", cut_after_the_first)
         pg_proxy.restore()
     assert "one_time_codes" in statements[0], statements  # the code's use went through, then the cut
-    with direct_engine.connect() as connection:
-        assert connection.scalar(sa.text("SELECT count(*) FROM users")) == 0
-        assert connection.scalar(sa.text("SELECT count(*) FROM sessions")) == 0
-        assert connection.scalar(sa.text("SELECT count(*) FROM one_time_codes")) == 1
+    assert_nothing_written(direct_engine)
     # Nothing half-done: the same code still logs in, once.
+    assert assert_envelope(verify(), 200)["user"]["isRegistrationComplete"] is False
+
+
+def test_a_cut_as_an_sms_login_is_sent_writes_nothing(app, client, auth, pg_proxy, direct_engine):
+    # The SMS login (the code's use, the account, the session and its audit row) is one statement.
+    code = auth.send().get_json()["data"]["code"]
+    statements = []
+
+    def cut_before_it(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+        pg_proxy.cut()
+
+    sa.event.listen(db.engine, "before_cursor_execute", cut_before_it)
+    try:
+        assert_unavailable(auth.verify(code))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", cut_before_it)
+        pg_proxy.restore()
+    assert len(statements) == 1 and statements[0].startswith("WITH used AS"), statements
+    assert_nothing_written(direct_engine)
     assert assert_envelope(auth.verify(code), 200)["user"]["isRegistrationComplete"] is False
 
 

@@ -3,7 +3,8 @@
 import hmac
 import logging
 import re
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from allmine_auth.models import AuthEvent, OneTimeCode, User
 from allmine_auth.notify import DeliveryError, SmsSender
 from allmine_auth.rules.codes import code_hmac
 from allmine_auth.rules.destinations import phone_destination
+from allmine_auth.web.schemas.auth import LoginSchema, UserSchema, user_data
 from tests.conftest import E164, PHONE, TIMESTAMP, assert_envelope, assert_error
 from tests.fakes import FakeGateway
 from tests.timeshift import travel
@@ -437,3 +439,92 @@ def test_failed_deliveries_count_toward_the_send_caps(make_app, gateway):
         assert_error(response, 429, "Too many requests")
         assert 590 <= int(response.headers["Retry-After"]) <= 600
         assert len(gateway.requests) == 3
+
+
+# The verify answer is built plainly (``web.schemas.auth.login_data``): it must be what ``LoginSchema`` dumps
+
+
+def schema_dump_of(app, data):
+    """What ``LoginSchema`` dumps for the answer's tokens and its user as stored (an ORM ``User``): JSON."""
+    db.session.rollback()
+    user = db.session.get(User, uuid.UUID(data["user"]["id"]), populate_existing=True)
+    payload = {
+        "access_token": data["accessToken"],
+        "refresh_token": data["refreshToken"],
+        "expires_in": data["expiresIn"],
+        "refresh_expires_in": data["refreshExpiresIn"],
+        "user": user,
+        "isRegistrationComplete": user.is_registration_complete,
+    }
+    return app.json.dumps(LoginSchema().dump(payload))
+
+
+def every_field_filled():
+    """A value for every nullable column of the user (and non-default ones for the others)."""
+    moment = datetime(2026, 5, 22, 16, 11, 27, 126999, tzinfo=UTC)
+    return {
+        "email": "full@example.com",
+        "email_verified": True,
+        "name": "Ada",
+        "surname": "Lovelace",
+        "username": "ada.l",
+        "profile_photo": "ada.jpg",
+        "availability_status": "available",
+        "birth_date": date(1990, 2, 28),
+        "gender": "female",
+        "interests": ["music", "maths"],
+        "expertise": "engines",
+        "bio": 'Notes on the Analytical Engine \u00e7\u011f\u00fc "quoted" \\ </script>',
+        "instagram": "ada_i",
+        "x": "ada_x",
+        "tiktok": "ada_t",
+        "snapchat": "ada_s",
+        "facebook": "ada_f",
+        "privacy_policy_accepted": True,
+        "privacy_policy_version": "1.2.0",
+        "terms_of_use_accepted": True,
+        "terms_of_use_version": "1.1.0",
+        "consent_form_accepted": True,
+        "consent_form_version": "1.0.0",
+        "is_registration_complete": True,
+        "roles": ["user", "admin"],
+        "followers_count": 128,
+        "following_count": 256,
+        "minute_price_in_live_stream": 3,
+        "credit_balance": 500,
+        "timezone": "Europe/Istanbul",
+        "last_username_change_date": moment,
+        "account_deletion_status": "cancelled",
+        "account_deletion_requested_at": moment,
+        "account_deletion_scheduled_for": moment,
+        "account_deletion_cancelled_at": moment,
+        "account_deletion_finalized_at": moment,
+    }
+
+
+def test_the_verify_answer_is_what_the_login_schema_dumps_byte_for_byte(app, client, auth):
+    # A sign-up (the SMS login's row: nulls and defaults), then the same account with every field filled.
+    first = assert_envelope(auth.verify(auth.send().get_json()["data"]["code"]), 200)
+    assert app.json.dumps(first) == schema_dump_of(app, first)
+    db.session.execute(sa.update(User).values(every_field_filled()))
+    db.session.execute(sa.delete(OneTimeCode))  # the resend interval: a second code at once
+    db.session.commit()
+    response = auth.verify(auth.send().get_json()["data"]["code"])
+    again = assert_envelope(response, 200)
+    assert again["user"]["birthDate"] == "1990-02-28T00:00:00.000Z" and again["isRegistrationComplete"]
+    assert app.json.dumps(again) == schema_dump_of(app, again)
+    assert f'"data":{app.json.dumps(again)},' in response.get_data(as_text=True)
+    # An email login answers from an ORM ``User``: the same form.
+    email = {"email": "mail@example.com"}
+    code = client.post("/api/v1/auth/send-otp-email", json=email).get_json()["data"]["code"]
+    by_email = assert_envelope(
+        client.post("/api/v1/auth/verify-otp-email", json={**email, "code": code}), 200
+    )
+    assert app.json.dumps(by_email) == schema_dump_of(app, by_email)
+
+
+def test_the_plain_user_dump_is_the_schemas_for_any_user(app):
+    empty = User(id=uuid.uuid4(), interests=None, roles=None)
+    full = User(id=uuid.uuid4(), **every_field_filled())
+    for user in (empty, full):
+        assert list(user_data(user).items()) == list(UserSchema().dump(user).items())

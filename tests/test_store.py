@@ -7,6 +7,8 @@ view of the API runs in a unit of work, even one that declares decorators of
 its own (rate limits).
 """
 
+import os
+import tempfile
 import uuid
 from datetime import timedelta
 
@@ -15,11 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from allmine_auth.extensions import db
-from allmine_auth.models import AuthEvent, LoginSession, OneTimeCode, User, utcnow
+from allmine_auth.models import AuthEvent, DestinationLock, LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.store import events
 from allmine_auth.store import sessions as store
 from allmine_auth.store.unit_of_work import alone, in_unit_of_work, unit_of_work
 from allmine_auth.web.resource import Resource
+from tests.conftest import assert_envelope, assert_error
 
 
 def session_of(login):
@@ -236,3 +239,110 @@ def test_a_send_makes_no_begin_or_commit_round_trips_on_postgresql(client, auth,
     queries = [fields[1] for fields in sent if fields[0] == "Query"]
     assert queries == [], queries  # no BEGIN, no COMMIT
     assert sum(fields[0] == "Sync" for fields in sent) == 3, sent
+
+
+# The SMS login: one statement on PostgreSQL (``store.logins.phone_login_with_code``), its steps on SQLite
+
+
+def round_trips_of(run):
+    """The PostgreSQL round trips ``run()`` makes, each as the SQL it carried (libpq's protocol trace).
+
+    A round trip is a simple ``Query`` (``BEGIN``, ``COMMIT``) or an extended-protocol ``Sync`` (a
+    statement with parameters: its ``Parse`` carries the SQL). ``BEGIN`` and ``COMMIT`` never pass
+    ``before_cursor_execute``, so only the wire shows them.
+    """
+    with tempfile.TemporaryFile("w+") as trace:
+
+        def traced(dbapi_connection, record):
+            dbapi_connection.pgconn.trace(trace.fileno())
+
+        db.session.remove()
+        db.engine.dispose()  # every connection the run uses is opened, and traced, from its start
+        sa.event.listen(db.engine, "connect", traced)
+        try:
+            run()
+        finally:
+            sa.event.remove(db.engine, "connect", traced)
+            db.session.remove()
+            db.engine.dispose()
+        trace.seek(0)
+        sent = [line.split("\t")[3:5] for line in trace.read().splitlines() if "\tF\t" in line]
+    trips, statement = [], ""
+    for kind, *text in sent:
+        if kind == "Parse":
+            statement = text[0]
+        elif kind in ("Query", "Sync"):
+            trips.append(" ".join((text[0] if kind == "Query" else statement).split()))
+    return trips
+
+
+def users_and_sessions():
+    db.session.rollback()
+    return (
+        db.session.scalar(sa.select(sa.func.count()).select_from(User)),
+        db.session.scalar(sa.select(sa.func.count()).select_from(LoginSession)),
+    )
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="PostgreSQL's wire (TEST_DATABASE_URL)")
+def test_an_sms_login_with_the_right_code_is_one_round_trip_on_postgresql(client, auth):
+    sign_up = assert_envelope(auth.send(), 201)["code"]
+    trips = round_trips_of(lambda: assert_envelope(auth.verify(sign_up), 200))
+    assert len(trips) == 1 and trips[0].startswith('"" "WITH used AS ('), trips
+    db.session.execute(sa.delete(OneTimeCode))  # the resend interval: a second code at once
+    db.session.commit()
+    returning = assert_envelope(auth.send(), 201)["code"]
+    trips = round_trips_of(lambda: assert_envelope(auth.verify(returning), 200))
+    assert len(trips) == 1 and trips[0].startswith('"" "WITH used AS ('), trips
+
+
+def test_an_sms_login_runs_the_code_the_account_the_session_and_its_audit_row(client, auth):
+    code = assert_envelope(auth.send(), 201)["code"]
+    sent = statements_of(lambda: assert_envelope(auth.verify(code), 200))
+    if db.engine.dialect.name == "postgresql":
+        assert len(sent) == 1 and sent[0].startswith("WITH used AS ( DELETE FROM one_time_codes"), sent
+        for table in ("users", "sessions", "auth_events"):
+            assert f"INSERT INTO {table}" in sent[0], sent
+    else:
+        writes = [" ".join(statement.split()[:3]) for statement in sent]
+        expected = ["DELETE FROM one_time_codes", "INSERT INTO users", "INSERT INTO sessions"]
+        assert writes == [*expected, "INSERT INTO auth_events"], sent
+
+
+@pytest.mark.parametrize("config_overrides", [{"OTP_TEST_DESTINATIONS": {"+905329990000": ("4321", None)}}])
+def test_the_login_statement_makes_the_account_the_other_logins_make(app, client, auth):
+    # The test destination's fixed code logs in through the unit of work's steps (``users.phone_login``,
+    # whose INSERT gets every column's default from the model), the other number through the one statement.
+    fixed = {"countryCode": "90", "phoneNumber": "5329990000"}
+    assert_envelope(auth.verify("4321", phone=fixed, signupSource="ad"), 200)
+    code = assert_envelope(auth.send(), 201)["code"]
+    assert_envelope(auth.verify(code, signupSource="ad"), 200)
+    ignored = {"id", "phone_e164", "phone_number", "created_at", "updated_at", "last_login"}
+    columns = [column for column in User.__table__.c if column.name not in ignored]
+    rows = db.session.execute(sa.select(*columns).order_by(User.phone_e164)).all()
+    assert len(rows) == 2 and rows[0] == rows[1], rows
+    assert rows[0]._mapping["roles"] == ["user"] and rows[0]._mapping["interests"] == []
+
+
+def test_an_sms_login_that_finds_no_live_code_writes_nothing_and_counts_as_before(client, auth, app):
+    code = assert_envelope(auth.send(), 201)["code"]
+    wrong = f"{(int(code) + 1) % 10_000:04d}"
+    assert_error(auth.verify(wrong), 401, "Invalid or expired code")
+    assert users_and_sessions() == (0, 0)
+    assert db.session.scalars(sa.select(OneTimeCode.attempts)).all() == [1]
+    kinds = db.session.scalars(sa.select(AuthEvent.kind).order_by(AuthEvent.id)).all()
+    assert kinds == ["code_sent", "code_failed"]
+    # A locked destination: the right code is a 429 and is not used.
+    until = utcnow() + timedelta(hours=1)
+    # The failed check made the destination's counter row.
+    db.session.execute(sa.update(DestinationLock).values(locked_until=until))
+    db.session.commit()
+    assert_error(auth.verify(code), 429, "Too many requests")
+    assert users_and_sessions() == (0, 0)
+    assert db.session.scalars(sa.select(OneTimeCode.attempts)).all() == [1]
+    db.session.execute(sa.update(DestinationLock).values(locked_until=None))
+    db.session.commit()
+    assert_envelope(auth.verify(code), 200)
+    assert users_and_sessions() == (1, 1)
+    assert_error(auth.verify(code), 401, "Invalid or expired code")  # used: nothing live, nothing counted
+    assert users_and_sessions() == (1, 1)

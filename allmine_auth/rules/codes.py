@@ -227,8 +227,20 @@ def consume_code(destination, code, client=None, *, now=None):
     max_attempts = current_app.config["OTP_MAX_ATTEMPTS"]
     if stored_codes.use_code(channel, address, code_hmac(destination, code), now, max_attempts):
         return
+    refuse_code(destination, client, now, fixed)
+
+
+def refuse_code(destination, client, now, fixed=None):
+    """The slow path of a check that used no code (``use_code`` found none): raise its 401 or 429.
+
+    A lock is a 429 (no attempt counted); else the attempt is counted on the
+    live code and the failure recorded, kept by the 401; with no live code
+    (and no ``fixed`` test code) it is a 401 counting nothing. Also the SMS
+    login's, after its one statement found no live code (``rules.logins``).
+    """
     ensure_not_locked(destination, now)
-    attempt = stored_codes.count_attempt(channel, address, now, max_attempts)
+    channel, address = destination.channel, destination.address
+    attempt = stored_codes.count_attempt(channel, address, now, current_app.config["OTP_MAX_ATTEMPTS"])
     if attempt is None and fixed is None:
         # Nothing live to guess at: counting it would let anyone lock a stranger's number out for free.
         raise InvalidCode()

@@ -4,6 +4,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from allmine_auth.cache import set_after_commit
@@ -13,10 +14,18 @@ from allmine_auth.notify import email_sender, messages, sms_sender
 from allmine_auth.rules import audit
 from allmine_auth.rules.abuse import count_sms_verified, guard_sms_send
 from allmine_auth.rules.audit import Event
-from allmine_auth.rules.codes import code_ttl, consume_code, issue_code
+from allmine_auth.rules.codes import (
+    code_hmac,
+    code_ttl,
+    consume_code,
+    issue_code,
+    refuse_code,
+    test_code_for,
+)
 from allmine_auth.rules.destinations import SMS
 from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX, STALE, STALE_SECONDS
-from allmine_auth.rules.sessions import open_session
+from allmine_auth.rules.sessions import mint_tokens, new_session, open_session
+from allmine_auth.store import logins as stored_logins
 from allmine_auth.store import users
 from allmine_auth.store.unit_of_work import after_commit
 
@@ -43,12 +52,15 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
 
     A new account keeps the ``signupSource``/``signupCampaign`` of its first
     login only. The code's use, the account and the session commit together
-    (the unit of work's commit).
+    (the unit of work's commit; a phone's, on PostgreSQL, as one statement:
+    ``phone_login_with_code``). ``user`` is a ``User``, or a phone login's row.
     An email login is a proof of the address: it finds the account that
     proved it before, else makes a new one that takes the address
     (``claim_email``, which removes an unproven copy from another account).
     """
     now = utcnow()
+    if destination.channel == SMS and test_code_for(destination, now) is None:
+        return phone_login_with_code(destination, code, client, now, signup_source, signup_campaign)
     consume_code(destination, code, client, now=now)
     with duplicate_is_conflict():
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
@@ -69,6 +81,57 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
     # would count the same code twice.
     after_commit(lambda: count_sms_verified(destination, client, now))
     return user, tokens
+
+
+def phone_login_with_code(destination, code, client, now, signup_source, signup_campaign):
+    """``login_with_code`` for a phone (not a test destination's fixed code); the account is its row.
+
+    The right code, the account, the session and its audit row are one store
+    call (``store.logins.phone_login_with_code``: one statement on
+    PostgreSQL, durable when it returns). When it finds no live code with
+    this HMAC it wrote nothing, and ``refuse_code`` answers as for any code
+    check (the attempt counted, the failure recorded, the lock). Returns
+    ``(row, tokens)``: the row has every ``users`` column, as a ``User`` has.
+    """
+    session = new_session(now)
+    max_attempts = current_app.config["OTP_MAX_ATTEMPTS"]
+    ip, user_agent = (client.ip, client.user_agent) if client else (None, None)
+    with duplicate_is_conflict():
+        user = stored_logins.phone_login_with_code(
+            (destination.channel, destination.address, code_hmac(destination, code), max_attempts),
+            {
+                "user_id": uuid.uuid4(),
+                "country_code": destination.country_code,
+                "phone_number": destination.national_number,
+                "signup_source": signup_source,
+                "signup_campaign": signup_campaign,
+            },
+            {
+                "id": session.id,
+                "refresh_jti": session.refresh_jti,
+                "device": client.device if client else None,
+                "ip": ip,
+                "expires_at": session.expires_at,
+                "max_expires_at": session.max_expires_at,
+            },
+            {
+                "kind": str(Event.LOGIN),
+                "channel": destination.channel,
+                "destination": destination.address,
+                "prefix": destination.prefix,
+                "ip": ip,
+                "user_agent": user_agent,
+            },
+            now,
+        )
+    if user is None:
+        refuse_code(destination, client, now)
+    if user.created_at != now:
+        # An existing account's row changed (``last_login``): its cached profile is stale.
+        set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
+    audit.announce(Event.LOGIN, destination, user.id)
+    after_commit(lambda: count_sms_verified(destination, client, now))
+    return user, mint_tokens(user.id, user.is_registration_complete, session, session.refresh_jti, now)
 
 
 def find_or_create_account(destination, now, signup_source, signup_campaign):

@@ -59,10 +59,12 @@ def mint_tokens(user_id, registration_complete, session, refresh_jti, now):
 
 @dataclass(frozen=True)
 class OpenedSession:
-    """What a login needs of the session it just opened."""
+    """What a login needs of the session it opens: its row's values, and its first refresh token's id."""
 
     id: uuid.UUID
     expires_at: datetime
+    max_expires_at: datetime | None = None
+    refresh_jti: str = ""
 
 
 def refreshed_end(now):
@@ -70,30 +72,37 @@ def refreshed_end(now):
     return now + timedelta(seconds=current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
 
 
-def open_session(user, client, now, event=None):
-    """Start a session for ``user`` (in the unit of work) and return ``(session, tokens)``.
+def new_session(now):
+    """The session a login at ``now`` opens: a new id and refresh token id, its end and absolute end.
 
-    ``event``: an audit row written with the session's (``store.insert_session``), naming it.
+    Not written yet: ``open_session`` writes it, or the SMS login's one statement (``rules.logins``).
     """
     max_age = current_app.config["SESSION_MAX_AGE"]
     max_expires_at = now + timedelta(seconds=max_age) if max_age else None
     expires_at = refreshed_end(now)
     if max_expires_at is not None:
         expires_at = min(expires_at, max_expires_at)
-    session = OpenedSession(id=uuid.uuid4(), expires_at=expires_at)
-    refresh_jti = str(uuid.uuid4())
+    return OpenedSession(uuid.uuid4(), expires_at, max_expires_at, str(uuid.uuid4()))
+
+
+def open_session(user, client, now, event=None):
+    """Start a session for ``user`` (in the unit of work) and return ``(session, tokens)``.
+
+    ``event``: an audit row written with the session's (``store.insert_session``), naming it.
+    """
+    session = new_session(now)
     store.insert_session(
         session.id,
         user.id,
-        refresh_jti,
+        session.refresh_jti,
         client.device if client else None,
         client.ip if client else None,
         now,
         session.expires_at,
-        max_expires_at,
+        session.max_expires_at,
         event,
     )
-    return session, mint_tokens(user.id, user.is_registration_complete, session, refresh_jti, now)
+    return session, mint_tokens(user.id, user.is_registration_complete, session, session.refresh_jti, now)
 
 
 def rotate_refresh_token(token, client=None, *, now=None):

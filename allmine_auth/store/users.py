@@ -51,20 +51,20 @@ def _phone_login_statement(insert):
     upsert = statement.on_conflict_do_update(
         index_elements=[_USERS.c.phone_e164],
         set_={"last_login": statement.excluded.last_login, "updated_at": statement.excluded.updated_at},
-    ).returning(*_USERS.c)
-    # Loaded as a SELECT's rows are (the ORM's plain loading), not through its bulk INSERT machinery.
-    return sa.select(User).from_statement(upsert)
+    )
+    # The row as it is, not loaded into a ``User``: the login reads it, and nothing changes it afterwards.
+    return upsert.returning(*_USERS.c)
 
 
 PHONE_LOGIN = for_each_dialect(_phone_login_statement)
 
 
 def phone_login(user_id, phone_e164, country_code, phone_number, signup_source, signup_campaign, now):
-    """The account of ``phone_e164`` with its ``last_login`` set to ``now``, made (as ``user_id``) if new.
+    """The row of ``phone_e164``'s account, its ``last_login`` set to ``now``; made (as ``user_id``) if new.
 
-    One upsert returning the whole row as the session's ``User``: of two
-    parallel first logins to one number, one inserts and the other waits on
-    its row and then updates it (no unique violation).
+    One upsert returning the whole row (every ``users`` column, not a
+    ``User``): of two parallel first logins to one number, one inserts and the
+    other waits on its row and then updates it (no unique violation).
     """
     params = {
         "b_id": user_id,
@@ -75,8 +75,7 @@ def phone_login(user_id, phone_e164, country_code, phone_number, signup_source, 
         "b_signup_campaign": signup_campaign,
         "b_now": now,
     }
-    options = {"populate_existing": True}
-    return db.session.scalars(of_engine(PHONE_LOGIN), params, execution_options=options).one()
+    return db.session.execute(of_engine(PHONE_LOGIN), params).one()
 
 
 def user_by_phone(phone_e164):

@@ -60,6 +60,13 @@ CODE = Text(
 )
 
 
+def timestamp_text(value):
+    """A datetime (or a date, at midnight) as the API writes it: UTC with milliseconds and ``Z``."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(), tzinfo=UTC)
+    return utc_timestamp(value)
+
+
 class UtcTimestamp(fields.Field):
     """A JSON timestamp field: UTC with milliseconds and ``Z``; a date is written at midnight.
 
@@ -67,11 +74,7 @@ class UtcTimestamp(fields.Field):
     """
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            value = datetime.combine(value, time(), tzinfo=UTC)
-        return utc_timestamp(value)
+        return None if value is None else timestamp_text(value)
 
 
 def destination_loader(build):
@@ -228,6 +231,53 @@ class UserSchema(ma.Schema):
     accountDeletionFinalizedAt = attr("account_deletion_finalized_at", UtcTimestamp)
 
 
+def plain_form(field):
+    """How ``field`` dumps a non-null value of the database's type: a function, or ``None`` (as it is).
+
+    What the field's own dump does to the values a column gives: a ``String``
+    writes ``str(value)``, an ``Integer`` ``int(value)``, a ``Boolean`` the
+    value itself. A field of any other kind is refused (at import): its plain
+    form must be written here first.
+    """
+    if isinstance(field, UtcTimestamp):
+        return timestamp_text
+    if isinstance(field, fields.UUID) or type(field) is fields.String:
+        return str
+    if isinstance(field, fields.List) and type(field.inner) is fields.String:
+        return lambda values: [str(value) for value in values]
+    if type(field) is fields.Integer:
+        return int
+    if type(field) is fields.Boolean:
+        return None
+    raise TypeError(f"no plain form for a {type(field).__name__} field")
+
+
+def plain_dumper(schema):
+    """``dump(obj)``: ``schema.dump(obj)`` for an object read from the database, without marshmallow.
+
+    The same keys in the same order and the same values (a test compares
+    them), for a fraction of the work: the schema's dump runs each field
+    through its lookup and hooks; this reads each attribute and converts it
+    (``plain_form``). Only for a schema of read-only attribute fields.
+    """
+    plan = tuple(
+        (field.data_key or name, field.attribute or name, plain_form(field))
+        for name, field in schema.dump_fields.items()
+    )
+
+    def dump(obj):
+        data = {}
+        for key, attribute, convert in plan:
+            value = getattr(obj, attribute)
+            data[key] = value if convert is None or value is None else convert(value)
+        return data
+
+    return dump
+
+
+user_data = plain_dumper(UserSchema())
+
+
 class TokenPairSchema(ma.Schema):
     """The tokens of a login or refresh; lifetimes in seconds."""
 
@@ -240,10 +290,25 @@ class TokenPairSchema(ma.Schema):
 
 
 class LoginSchema(TokenPairSchema):
-    """A login: the tokens, the whole user, and whether registration is complete."""
+    """A login: the tokens, the whole user, and whether registration is complete (``login_data``)."""
 
     user = fields.Nested(UserSchema, required=True)
     isRegistrationComplete = fields.Boolean(required=True)
+
+
+def login_data(user, pair):
+    """A verify answer's ``data``: what ``LoginSchema`` dumps of ``user`` and ``pair``, built plainly.
+
+    ``user`` is a ``User`` or a ``users`` row; a test holds it to the schema's dump.
+    """
+    return {
+        "accessToken": pair.access_token,
+        "refreshToken": pair.refresh_token,
+        "expiresIn": int(pair.expires_in),
+        "refreshExpiresIn": int(pair.refresh_expires_in),
+        "user": user_data(user),
+        "isRegistrationComplete": user.is_registration_complete,
+    }
 
 
 class RefreshSchema(ma.Schema):
