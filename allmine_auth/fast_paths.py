@@ -56,7 +56,7 @@ from flask_jwt_extended import JWTManager, default_callbacks, utils, view_decora
 from flask_jwt_extended.config import config
 from flask_jwt_extended.exceptions import JWTDecodeError
 from flask_limiter import Limiter
-from jwt import DecodeError, ExpiredSignatureError
+from jwt import DecodeError, ExpiredSignatureError, InvalidSignatureError
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
 
@@ -395,14 +395,53 @@ class PreparedMinter:
 
 
 BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+# Keys remembered prepared (an app has one; tests build apps with a few).
+PREPARED_KEYS_LIMIT = 16
 
 
 class OneParseJWS(PyJWS):
-    """PyJWT's JWS with its segment check in one regular expression (the same alphabet and padding rules).
+    """PyJWT's JWS with its segment check in one regular expression (the same alphabet and padding rules),
+    and an HMAC key checked once.
 
     PyJWT checks each character of a segment in a Python generator (``any(...)``): about 370 steps
-    for one of this service's tokens. The rest of its parse (``_load``) is the library's.
+    for one of this service's tokens. The rest of its parse (``_load``) is the library's. Its
+    signature check prepares the key on every token (the HMAC secret's shape: PEM, SSH, DER, JWK);
+    here a key PyJWT prepared once, without a length warning, is remembered for its algorithm.
     """
+
+    def __init__(self):
+        super().__init__()
+        self._prepared_keys = {}  # (HS* algorithm, key as given) -> the key PyJWT prepared
+
+    def _verify_signature(self, signing_input, header, signature, key="", algorithms=None, options=None):
+        alg = header.get("alg")
+        prepared = None
+        if isinstance(alg, str) and isinstance(key, str | bytes) and alg in (algorithms or ()):
+            prepared = self._prepared_keys.get((alg, key))
+        if prepared is None:
+            super()._verify_signature(signing_input, header, signature, key, algorithms, options)
+            self._remember_key(alg, key, algorithms)
+            return
+        self._verify_hmac(signing_input, alg, signature, prepared)
+
+    @staticmethod
+    def _verify_hmac(signing_input, alg, signature, prepared):
+        """PyJWT's ``HMACAlgorithm.verify`` with the remembered key, and its error when it fails."""
+        expected = hmac.digest(prepared, signing_input, HMAC_DIGESTS[alg])
+        if not hmac.compare_digest(signature, expected):
+            raise InvalidSignatureError("Signature verification failed")
+
+    def _remember_key(self, alg, key, algorithms):
+        """After PyJWT verified with ``key``: remember it prepared, if HS* and without a length warning."""
+        if alg not in HMAC_DIGESTS or not isinstance(key, str | bytes) or alg not in (algorithms or ()):
+            return
+        signer = self.get_algorithm_by_name(alg)
+        prepared = signer.prepare_key(key)
+        if signer.check_key_length(prepared):
+            return
+        if len(self._prepared_keys) >= PREPARED_KEYS_LIMIT:
+            self._prepared_keys.clear()
+        self._prepared_keys[(alg, key)] = prepared
 
     @staticmethod
     def _decode_base64url_segment(segment, name):

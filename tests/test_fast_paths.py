@@ -405,3 +405,40 @@ def test_a_sync_function_is_asked_about_once_and_a_coroutine_function_every_time
     plain = make_app(FAST_PATHS=False)
     assert plain.ensure_sync(hook) is hook
     assert "ensure_sync" not in vars(plain)
+
+
+@BOTH
+def test_a_decoded_tokens_key_is_prepared_once_and_a_wrong_signature_still_refused(  # noqa: E501
+    make_app, monkeypatch, fast
+):
+    app = make_app(fresh=True, FAST_PATHS=fast, **REPEATED_LOGINS)
+    client = app.test_client()
+    fast_paths.ONE_PARSE._prepared_keys.clear()
+    with app.app_context():
+        refresh = AuthActions(client).login()["refreshToken"]
+        secret = app.config["JWT_SECRET_KEY"]
+        own_claims = jwt.decode(refresh, options={"verify_signature": False})
+        refused = [
+            forged(refresh, key="another key of the same length as the service's own, or longer"),
+            forged(refresh, claims={**own_claims, "sub": str(uuid.uuid4())}),
+            forged(refresh, header={"alg": ["HS256"], "typ": "JWT"}, key=secret),
+            forged(refresh, header={"alg": "HS512", "typ": "JWT"}, key=secret),
+        ]
+        prepared = []
+        real = jwt.algorithms.HMACAlgorithm.prepare_key
+        monkeypatch.setattr(
+            jwt.algorithms.HMACAlgorithm,
+            "prepare_key",
+            lambda self, key: prepared.append(key) or real(self, key),
+        )
+        for _ in range(3):
+            response = client.post("/api/v1/auth/refresh", json={"refreshToken": refresh})
+            refresh = assert_envelope(response, 200)["refreshToken"]
+        for token in refused:
+            response = client.post("/api/v1/auth/refresh", json={"refreshToken": token})
+            assert_error(response, 401, MISSING)
+    # The fast path: PyJWT's own check once, then once more to remember the key; the library: every time.
+    if fast:
+        assert prepared == [secret, secret]
+    else:
+        assert len(prepared) >= 3
