@@ -47,6 +47,7 @@ import time
 import uuid
 from calendar import timegm
 from datetime import UTC, datetime, timedelta
+from types import FunctionType, MethodType
 
 import jwt as pyjwt
 from flask import current_app
@@ -512,27 +513,26 @@ class NoCookieSessions(SessionInterface):
 # Flask: sync functions remembered
 
 # At most this many functions are remembered (an app has a few dozen hooks and views).
-KNOWN_SYNC_LIMIT = 4096
+KNOWN_SYNC_LIMIT = 1024
 
 
 def remember_sync_functions(app):
     """Answer ``app.ensure_sync`` for a function already found synchronous without asking ``inspect``.
 
-    Flask's own ``ensure_sync`` runs for everything else (and for every coroutine function, each time);
-    a function that can't be hashed is always asked about.
+    What is remembered is a plain function, or the function of a bound method (``inspect`` judges a
+    method by it, and a ``MethodView`` view is a method of an instance made per request); Flask's own
+    ``ensure_sync`` runs for everything else, and for every coroutine function, each time.
     """
     library = app.ensure_sync
     known = set()
 
     def ensure_sync(func):
-        try:
-            if func in known:
-                return func
-        except TypeError:
-            return library(func)
+        target = func.__func__ if type(func) is MethodType else func
+        if target in known:
+            return func
         result = library(func)
-        if result is func and len(known) < KNOWN_SYNC_LIMIT:
-            known.add(func)
+        if result is func and type(target) is FunctionType and len(known) < KNOWN_SYNC_LIMIT:
+            known.add(target)
         return result
 
     app.ensure_sync = ensure_sync
