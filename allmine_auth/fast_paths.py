@@ -41,10 +41,10 @@ suite runs both ways). Upgrading flask-jwt-extended or flask-limiter means check
 
 import binascii
 import hmac
+import os
 import re
 import threading
 import time
-import uuid
 from calendar import timegm
 from datetime import UTC, datetime, timedelta
 from types import FunctionType, MethodType
@@ -298,6 +298,18 @@ class Minter:
         return prepared
 
 
+def token_id():
+    """A random version-4 UUID as ``str(uuid.uuid4())`` writes it (the library's ``jti``), at less cost.
+
+    The same 16 random bytes with the version and variant bits set, without ``UUID``'s constructor.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def minting_now():
     """The moment a token is minted, as flask-jwt-extended takes it (``datetime.now(timezone.utc)``)."""
     return datetime.now(UTC)
@@ -365,14 +377,14 @@ class PreparedMinter:
         data = {
             "fresh": False,
             "iat": issued,
-            "jti": None if "jti" in claims else str(uuid.uuid4()),
+            "jti": None if "jti" in claims else token_id(),
             "type": token_type,
             self.identity_claim: identity,
         }
         if self.nbf:
             data["nbf"] = issued
         if self.csrf:
-            data["csrf"] = str(uuid.uuid4())
+            data["csrf"] = token_id()
         if self.audience:
             data["aud"] = self.audience
         if self.issuer:

@@ -284,6 +284,7 @@ class FrozenClock(datetime):
 def mint_both(make_app, monkeypatch, identity, token_type, claims, expires_delta, **settings):
     """The token the fast path mints and the one the library mints, at the same moment with the same UUIDs."""
     monkeypatch.setattr(fast_paths, "minting_now", lambda: MINTED_AT)
+    monkeypatch.setattr(fast_paths, "token_id", lambda: str(uuid.uuid4()))  # the UUIDs drawn below
     monkeypatch.setattr(flask_jwt_extended.tokens, "datetime", FrozenClock)
     tokens = []
     for fast in (True, False):
@@ -442,3 +443,11 @@ def test_a_decoded_tokens_key_is_prepared_once_and_a_wrong_signature_still_refus
         assert prepared == [secret, secret]
     else:
         assert len(prepared) >= 3
+
+
+def test_a_minted_token_id_is_a_random_version_4_uuid_as_the_library_writes_it():
+    made = {fast_paths.token_id() for _ in range(200)}
+    assert len(made) == 200
+    for token_id in made:
+        parsed = uuid.UUID(token_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, token_id)
