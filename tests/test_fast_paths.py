@@ -400,9 +400,16 @@ def test_a_sync_function_is_asked_about_once_and_a_coroutine_function_every_time
     async def coroutine():
         return None
 
+    class View:
+        def get(self):
+            return None
+
     assert [app.ensure_sync(hook) for _ in range(3)] == [hook] * 3
     assert [app.ensure_sync(coroutine) for _ in range(2)] == [("wrapped", coroutine)] * 2
-    assert asked == [hook, coroutine, coroutine]
+    # A method of a new instance each time (a MethodView's view): remembered by its function, once.
+    methods = [View().get for _ in range(3)]
+    assert [app.ensure_sync(method) for method in methods] == methods
+    assert asked == [hook, coroutine, coroutine, methods[0]]
     plain = make_app(FAST_PATHS=False)
     assert plain.ensure_sync(hook) is hook
     assert "ensure_sync" not in vars(plain)
