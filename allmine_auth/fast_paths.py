@@ -540,10 +540,12 @@ def remember_sync_functions(app):
 
     def ensure_sync(func):
         target = func.__func__ if type(func) is MethodType else func
+        if type(target) is not FunctionType:  # a partial, a callable object (maybe unhashable): Flask's
+            return library(func)
         if target in known:
             return func
         result = library(func)
-        if result is func and type(target) is FunctionType and len(known) < KNOWN_SYNC_LIMIT:
+        if result is func and len(known) < KNOWN_SYNC_LIMIT:
             known.add(target)
         return result
 

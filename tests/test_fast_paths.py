@@ -410,6 +410,17 @@ def test_a_sync_function_is_asked_about_once_and_a_coroutine_function_every_time
     methods = [View().get for _ in range(3)]
     assert [app.ensure_sync(method) for method in methods] == methods
     assert asked == [hook, coroutine, coroutine, methods[0]]
+
+    class Unhashable:
+        __eq__ = object.__eq__
+        __hash__ = None
+
+        def __call__(self):
+            return None
+
+    callable_object = Unhashable()
+    assert [app.ensure_sync(callable_object) for _ in range(2)] == [callable_object] * 2
+    assert asked[4:] == [callable_object] * 2
     plain = make_app(FAST_PATHS=False)
     assert plain.ensure_sync(hook) is hook
     assert "ensure_sync" not in vars(plain)
