@@ -27,28 +27,43 @@ suite runs both ways). Upgrading flask-jwt-extended or flask-limiter means check
   a tenth of its CPU).
 - **No cookie session** (Flask): the API is token-based, and the default session interface builds a
   signing serializer on every request only to find no cookie.
+- **Sync functions remembered** (Flask): ``ensure_sync`` asks ``inspect.iscoroutinefunction`` about
+  every hook and view of every request (15 to 20 of them, a tenth of GET /me's CPU under cProfile);
+  a function found synchronous once is answered from a set (``remember_sync_functions``). Coroutine
+  functions still go to Flask's own ``ensure_sync`` every time.
+- **Tokens minted with the key prepared once** (flask-jwt-extended, PyJWT): minting a token reads
+  about ten settings through ``current_app`` and PyJWT checks the HMAC secret's shape (PEM, SSH,
+  DER, JWK) on every signature. ``Minter`` makes the same token, byte for byte (same claims in the
+  same order, same header, same JSON encoder, same HMAC), from settings and a key read and checked
+  by the libraries' own code once per app, and read again whenever one of those settings changes.
+  Only for HS256/384/512 and the library's default callbacks; anything else takes the library's path.
 """
 
 import binascii
+import hmac
+import os
 import re
 import threading
 import time
-from datetime import timedelta
+from calendar import timegm
+from datetime import UTC, datetime, timedelta
+from types import FunctionType, MethodType
 
 import jwt as pyjwt
 from flask import current_app
 from flask.globals import request_ctx
 from flask.sessions import SessionInterface
-from flask_jwt_extended import JWTManager, utils, view_decorators
+from flask_jwt_extended import JWTManager, default_callbacks, utils, view_decorators
 from flask_jwt_extended.config import config
 from flask_jwt_extended.exceptions import JWTDecodeError
 from flask_limiter import Limiter
-from jwt import DecodeError, ExpiredSignatureError
+from jwt import DecodeError, ExpiredSignatureError, InvalidSignatureError
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
 
 INSTALLED = "allmine_fast_paths"
 VERIFIED_TOKENS = "allmine_verified_tokens"
+MINTER = "allmine_minter"
 # Limits that need flask-limiter's check of every request: with one of them set, that hook stays.
 GLOBAL_LIMITS = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
 
@@ -61,9 +76,11 @@ def install(app):
     # Per app, not per manager: apps with other keys (tests) must not share what was verified.
     app.extensions[VERIFIED_TOKENS] = VerifiedTokens()
     view_decorators.get_unverified_jwt_headers = header_of
+    app.extensions[MINTER] = Minter()
     for limiter in app.extensions.get("limiter", ()):
         only_checked_routes(app, limiter)
     app.session_interface = NoCookieSessions()
+    remember_sync_functions(app)
 
 
 def installed(app):
@@ -162,6 +179,30 @@ class CachingJWTManager(JWTManager):
                 verified.remember_header(encoded_token, header)
         return claims
 
+    def _encode_jwt_from_config(
+        self, identity, token_type, claims=None, fresh=False, expires_delta=None, headers=None
+    ):
+        """The library's minting, through the app's ``Minter`` where it has one and the call is plain.
+
+        Plain: a string identity, not fresh, no extra headers (the call's or the headers callback's),
+        an explicit ``timedelta`` life (what ``rules/sessions.mint_tokens`` passes); anything else is
+        the library's own code.
+        """
+        app = current_app._get_current_object()
+        minter = app.extensions.get(MINTER)
+        if (
+            minter is not None
+            and fresh is False
+            and headers is None
+            and isinstance(expires_delta, timedelta)
+            and isinstance(identity, str)
+            and not self._jwt_additional_header_callback(identity)
+        ):
+            prepared = minter.prepared(app, self)
+            if prepared is not None:
+                return prepared.mint(identity, token_type, claims or {}, expires_delta)
+        return super()._encode_jwt_from_config(identity, token_type, claims, fresh, expires_delta, headers)
+
     def _decode_once(self, encoded_token, allow_expired):
         """flask-jwt-extended's decode, parsing the token once instead of three times: ``(claims, header)``.
 
@@ -205,15 +246,215 @@ class CachingJWTManager(JWTManager):
         return claims, header
 
 
+# flask-jwt-extended and PyJWT: minting with the settings read and the key checked once
+
+HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+# What flask-jwt-extended reads (through ``config``) to mint a token: a prepared minter holds while
+# these settings are the same, and is prepared again from the libraries' code when one changes.
+MINT_SETTINGS = (
+    "JWT_ALGORITHM",
+    "JWT_SECRET_KEY",
+    "SECRET_KEY",
+    "JWT_ENCODE_AUDIENCE",
+    "JWT_ENCODE_ISSUER",
+    "JWT_COOKIE_CSRF_PROTECT",
+    "JWT_ENCODE_NBF",
+    "JWT_IDENTITY_CLAIM",
+)
+# flask-jwt-extended's defaults of the callbacks minting calls for the claims and the key: with any
+# other, the library mints. The headers' callback (``web/routes/keys.py`` has one, for ``kid``) is
+# called on every mint as the library calls it; it must answer no headers (HS256 has none), else
+# the library mints.
+DEFAULT_MINT_CALLBACKS = (
+    default_callbacks.default_additional_claims_callback,
+    default_callbacks.default_user_identity_callback,
+    default_callbacks.default_encode_key_callback,
+)
+
+
+def mint_callbacks(manager):
+    """The callbacks ``manager`` calls to mint a token, in ``DEFAULT_MINT_CALLBACKS``' order."""
+    return (
+        manager._user_claims_callback,
+        manager._user_identity_callback,
+        manager._encode_key_callback,
+    )
+
+
+class Minter:
+    """An app's ``PreparedMinter``, kept while the settings and callbacks it was prepared from hold."""
+
+    def __init__(self):
+        self._current = (None, None)  # (settings and callbacks, PreparedMinter or None): swapped whole
+
+    def prepared(self, app, manager):
+        """The ``PreparedMinter`` for the app's current settings, or ``None``: the library mints."""
+        config_values = app.config
+        source = (*(config_values.get(name) for name in MINT_SETTINGS), *mint_callbacks(manager))
+        current_source, prepared = self._current
+        if current_source != source:
+            prepared = PreparedMinter.from_library(manager)
+            self._current = (source, prepared)
+        return prepared
+
+
+def token_id():
+    """A random version-4 UUID as ``str(uuid.uuid4())`` writes it (the library's ``jti``), at less cost.
+
+    The same 16 random bytes with the version and variant bits set, without ``UUID``'s constructor.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def minting_now():
+    """The moment a token is minted, as flask-jwt-extended takes it (``datetime.now(timezone.utc)``)."""
+    return datetime.now(UTC)
+
+
+class PreparedMinter:
+    """Mints a token exactly as flask-jwt-extended's ``_encode_jwt`` and PyJWT's ``encode`` would.
+
+    The claims in the library's order (``fresh``, ``iat``, ``jti``, ``type``, the identity, then
+    ``nbf``, ``csrf``, ``aud``, ``iss``, ``exp`` as configured, then the caller's claims), the
+    times as PyJWT writes them, the JSON by the library's encoder with PyJWT's separators, the
+    header PyJWT writes (sorted keys), and the HMAC of the same bytes.
+    """
+
+    def __init__(self, digest, key, header_segment, encoder, identity_claim, nbf, csrf, audience, issuer):
+        self.digest = digest
+        self.key = key
+        self.header_segment = header_segment
+        self.encoder = encoder
+        self.identity_claim = identity_claim
+        self.nbf = nbf
+        self.csrf = csrf
+        self.audience = audience
+        self.issuer = issuer
+
+    @classmethod
+    def from_library(cls, manager):
+        """Read the settings through flask-jwt-extended's ``config``, check the key with PyJWT's code.
+
+        ``None`` when this path would not be the library's: an asymmetric algorithm, a callback that
+        isn't the default, a key PyJWT refuses (the library then raises it on every mint) or warns
+        about (too short: the library then warns on every mint).
+        """
+        algorithm = config.algorithm
+        digest = HMAC_DIGESTS.get(algorithm)
+        if digest is None or mint_callbacks(manager) != DEFAULT_MINT_CALLBACKS:
+            return None
+        signer = pyjwt.get_algorithm_by_name(algorithm)
+        try:
+            key = signer.prepare_key(config.encode_key)
+        except pyjwt.InvalidKeyError:
+            return None
+        if signer.check_key_length(key):
+            return None
+        json_encoder = config.json_encoder
+        header = {"typ": PyJWS.header_typ, "alg": algorithm}
+        header_json = json_encoder(separators=(",", ":"), sort_keys=True).encode(header).encode()
+        return cls(
+            digest,
+            key,
+            base64url_encode(header_json),
+            json_encoder(separators=(",", ":")),
+            config.identity_claim_key,
+            config.encode_nbf,
+            config.cookie_csrf_protect,
+            config.encode_audience,
+            config.encode_issuer,
+        )
+
+    def mint(self, identity, token_type, claims, expires_delta):
+        """The encoded token (``str``), as ``_encode_jwt`` would return it for these arguments."""
+        now = minting_now()
+        issued = timegm(now.utctimetuple())
+        # A ``jti`` among the claims replaces the library's in its place: no UUID to draw for it.
+        data = {
+            "fresh": False,
+            "iat": issued,
+            "jti": None if "jti" in claims else token_id(),
+            "type": token_type,
+            self.identity_claim: identity,
+        }
+        if self.nbf:
+            data["nbf"] = issued
+        if self.csrf:
+            data["csrf"] = token_id()
+        if self.audience:
+            data["aud"] = self.audience
+        if self.issuer:
+            data["iss"] = self.issuer
+        if expires_delta:
+            if expires_delta.microseconds:
+                data["exp"] = timegm((now + expires_delta).utctimetuple())
+            else:  # whole seconds: the same number without a second time tuple
+                data["exp"] = issued + expires_delta.days * 86400 + expires_delta.seconds
+        if claims:
+            data.update(claims)
+            for name in ("exp", "iat", "nbf"):
+                if isinstance(data.get(name), datetime):
+                    data[name] = timegm(data[name].utctimetuple())
+        if "iss" in data and not isinstance(data["iss"], str):
+            raise TypeError("Issuer (iss) must be a string.")
+        payload = self.encoder.encode(data).encode("utf-8")
+        signing_input = self.header_segment + b"." + base64url_encode(payload)
+        signature = hmac.digest(self.key, signing_input, self.digest)
+        return (signing_input + b"." + base64url_encode(signature)).decode("utf-8")
+
+
 BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+# Keys remembered prepared (an app has one; tests build apps with a few).
+PREPARED_KEYS_LIMIT = 16
 
 
 class OneParseJWS(PyJWS):
-    """PyJWT's JWS with its segment check in one regular expression (the same alphabet and padding rules).
+    """PyJWT's JWS with its segment check in one regular expression (the same alphabet and padding rules),
+    and an HMAC key checked once.
 
     PyJWT checks each character of a segment in a Python generator (``any(...)``): about 370 steps
-    for one of this service's tokens. The rest of its parse (``_load``) is the library's.
+    for one of this service's tokens. The rest of its parse (``_load``) is the library's. Its
+    signature check prepares the key on every token (the HMAC secret's shape: PEM, SSH, DER, JWK);
+    here a key PyJWT prepared once, without a length warning, is remembered for its algorithm.
     """
+
+    def __init__(self):
+        super().__init__()
+        self._prepared_keys = {}  # (HS* algorithm, key as given) -> the key PyJWT prepared
+
+    def _verify_signature(self, signing_input, header, signature, key="", algorithms=None, options=None):
+        alg = header.get("alg")
+        prepared = None
+        if isinstance(alg, str) and isinstance(key, str | bytes) and alg in (algorithms or ()):
+            prepared = self._prepared_keys.get((alg, key))
+        if prepared is None:
+            super()._verify_signature(signing_input, header, signature, key, algorithms, options)
+            self._remember_key(alg, key, algorithms)
+            return
+        self._verify_hmac(signing_input, alg, signature, prepared)
+
+    @staticmethod
+    def _verify_hmac(signing_input, alg, signature, prepared):
+        """PyJWT's ``HMACAlgorithm.verify`` with the remembered key, and its error when it fails."""
+        expected = hmac.digest(prepared, signing_input, HMAC_DIGESTS[alg])
+        if not hmac.compare_digest(signature, expected):
+            raise InvalidSignatureError("Signature verification failed")
+
+    def _remember_key(self, alg, key, algorithms):
+        """After PyJWT verified with ``key``: remember it prepared, if HS* and without a length warning."""
+        if alg not in HMAC_DIGESTS or not isinstance(key, str | bytes) or alg not in (algorithms or ()):
+            return
+        signer = self.get_algorithm_by_name(alg)
+        prepared = signer.prepare_key(key)
+        if signer.check_key_length(prepared):
+            return
+        if len(self._prepared_keys) >= PREPARED_KEYS_LIMIT:
+            self._prepared_keys.clear()
+        self._prepared_keys[(alg, key)] = prepared
 
     @staticmethod
     def _decode_base64url_segment(segment, name):
@@ -279,3 +520,33 @@ class NoCookieSessions(SessionInterface):
 
     def save_session(self, app, session, response):
         return None
+
+
+# Flask: sync functions remembered
+
+# At most this many functions are remembered (an app has a few dozen hooks and views).
+KNOWN_SYNC_LIMIT = 1024
+
+
+def remember_sync_functions(app):
+    """Answer ``app.ensure_sync`` for a function already found synchronous without asking ``inspect``.
+
+    What is remembered is a plain function, or the function of a bound method (``inspect`` judges a
+    method by it, and a ``MethodView`` view is a method of an instance made per request); Flask's own
+    ``ensure_sync`` runs for everything else, and for every coroutine function, each time.
+    """
+    library = app.ensure_sync
+    known = set()
+
+    def ensure_sync(func):
+        target = func.__func__ if type(func) is MethodType else func
+        if type(target) is not FunctionType:  # a partial, a callable object (maybe unhashable): Flask's
+            return library(func)
+        if target in known:
+            return func
+        result = library(func)
+        if result is func and len(known) < KNOWN_SYNC_LIMIT:
+            known.add(target)
+        return result
+
+    app.ensure_sync = ensure_sync

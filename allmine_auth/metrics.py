@@ -106,9 +106,10 @@ def start_timer():
 def observe_request(response):
     """``after_request``: count the request and observe its latency under its route template."""
     started = g.pop("metrics_started", None)
-    rule = request.url_rule
+    current = request._get_current_object()  # one context look-up for both attributes
+    rule = current.url_rule
     route = rule.rule if rule is not None else UNMATCHED_ROUTE
-    _child(_request_children, HTTP_REQUESTS, (request.method, route, str(response.status_code))).inc()
+    _child(_request_children, HTTP_REQUESTS, (current.method, route, str(response.status_code))).inc()
     if started is not None:
         _child(_latency_children, HTTP_LATENCY, (route,)).observe(perf_counter() - started)
     return response

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from allmine_auth import config, create_app
 from allmine_auth.cache import RedisHealth, get_redis
 from allmine_auth.config import ConfigError, ProductionConfig
 from allmine_auth.extensions import db
+from allmine_auth.observability import new_request_id
 from allmine_auth.rules.profiles import PROFILE_CACHE_PREFIX
 from tests.conftest import AuthActions, assert_envelope, assert_error, bearer
 
@@ -304,3 +306,11 @@ def test_there_are_no_cookie_sessions(app, client):
         assert isinstance(flask.session, flask.sessions.NullSession)
     response = client.get("/healthz")
     assert "Set-Cookie" not in response.headers
+
+
+def test_a_made_request_id_is_a_random_version_4_uuid_as_uuid4_hex_writes_it():
+    made = {new_request_id() for _ in range(200)}
+    assert len(made) == 200
+    for request_id in made:
+        parsed = uuid.UUID(hex=request_id)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, request_id)

@@ -9,11 +9,16 @@ with the setting they need.
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import flask.app
+import flask_jwt_extended.tokens
 import jwt
+import jwt.algorithms
+import jwt.warnings
 import pytest
 from flask.sessions import NullSession, SecureCookieSessionInterface
-from flask_jwt_extended import view_decorators
+from flask_jwt_extended import create_access_token, create_refresh_token, view_decorators
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_encode
 
@@ -261,3 +266,206 @@ def test_a_forged_refresh_token_is_refused_either_way(make_app, fast):
             answer = client.post("/api/v1/auth/refresh", json={"refreshToken": token})
             assert answer.status_code == 401, token
         assert client.post("/api/v1/auth/refresh", json={"refreshToken": refresh}).status_code == 200
+
+
+# Minting: the fast path's tokens are the library's, byte for byte.
+
+MINTED_AT = datetime(2026, 11, 29, 6, 30, 15, 987654, tzinfo=UTC)
+
+
+class FrozenClock(datetime):
+    """``datetime`` whose ``now`` is ``MINTED_AT``, for the library (``fast_paths.minting_now`` too)."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return MINTED_AT
+
+
+def mint_both(make_app, monkeypatch, identity, token_type, claims, expires_delta, **settings):
+    """The token the fast path mints and the one the library mints, at the same moment with the same UUIDs."""
+    monkeypatch.setattr(fast_paths, "minting_now", lambda: MINTED_AT)
+    monkeypatch.setattr(fast_paths, "token_id", lambda: str(uuid.uuid4()))  # the UUIDs drawn below
+    monkeypatch.setattr(flask_jwt_extended.tokens, "datetime", FrozenClock)
+    tokens = []
+    for fast in (True, False):
+        app = make_app(FAST_PATHS=fast, **settings)
+        drawn = iter([uuid.UUID(int=n) for n in range(1, 4)])
+        monkeypatch.setattr(uuid, "uuid4", lambda drawn=drawn: next(drawn))
+        with app.app_context():
+            create = create_access_token if token_type == "access" else create_refresh_token
+            tokens.append(create(identity, additional_claims=claims, expires_delta=expires_delta))
+    return tokens
+
+
+LONG_KEY = "a secret long enough for HS512, which wants 64 bytes or more: 0123456789abcdef"
+HS512 = {"JWT_ALGORITHM": "HS512", "JWT_ENCODE_NBF": False, "JWT_SECRET_KEY": LONG_KEY}
+HS384 = {"JWT_ALGORITHM": "HS384", "JWT_IDENTITY_CLAIM": "user", "JWT_SECRET_KEY": LONG_KEY}
+MINT_CASES = [
+    ("access", {"sid": str(uuid.UUID(int=7)), "reg": True}, timedelta(seconds=3600), {}),
+    ("refresh", {"sid": str(uuid.UUID(int=7)), "jti": str(uuid.UUID(int=9))}, timedelta(days=30), {}),
+    ("access", {"sid": "s"}, timedelta(seconds=1, microseconds=500_000), {}),
+    ("access", {"sid": "s"}, timedelta(0), {}),  # a falsy life: no exp, as the library does
+    ("access", {"exp": MINTED_AT + timedelta(seconds=5)}, timedelta(seconds=60), {}),
+    (
+        "refresh",
+        {},
+        timedelta(seconds=60),
+        HS512,
+    ),
+    (
+        "access",
+        {"sid": "s"},
+        timedelta(seconds=60),
+        {"JWT_ENCODE_ISSUER": "allmine", "JWT_ENCODE_AUDIENCE": "app"},
+    ),
+    (
+        "access",
+        {"sid": "ş"},
+        timedelta(seconds=60),
+        HS384,
+    ),
+]
+
+
+@pytest.mark.parametrize(("token_type", "claims", "life", "settings"), MINT_CASES)
+def test_a_minted_token_is_the_librarys_byte_for_byte(
+    make_app, monkeypatch, token_type, claims, life, settings
+):
+    fast, library = mint_both(
+        make_app, monkeypatch, str(uuid.UUID(int=5)), token_type, claims, life, **settings
+    )
+    assert fast == library
+    # And read back: the same header and claims.
+    key = settings.get("JWT_SECRET_KEY", TestingConfig.JWT_SECRET_KEY)
+    algorithm = settings.get("JWT_ALGORITHM", "HS256")
+    options = {"verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False}
+    assert (
+        jwt.get_unverified_header(fast)
+        == jwt.get_unverified_header(library)
+        == {"alg": algorithm, "typ": "JWT"}
+    )
+    assert jwt.decode(fast, key, [algorithm], options=options) == jwt.decode(
+        library, key, [algorithm], options=options
+    )
+
+
+def test_the_fast_path_mints_with_the_key_checked_once_and_again_when_it_changes(make_app, monkeypatch):
+    app = make_app(FAST_PATHS=True)
+    prepared = []
+    real = jwt.algorithms.HMACAlgorithm.prepare_key
+    monkeypatch.setattr(
+        jwt.algorithms.HMACAlgorithm, "prepare_key", lambda self, key: prepared.append(key) or real(self, key)
+    )
+    with app.app_context():
+        tokens = [create_access_token("u", expires_delta=timedelta(seconds=60)) for _ in range(3)]
+        assert prepared == [TestingConfig.JWT_SECRET_KEY]
+        app.config["JWT_SECRET_KEY"] = "another secret of enough length for HS256, 0123456789"
+        rekeyed = create_access_token("u", expires_delta=timedelta(seconds=60))
+    assert prepared == [TestingConfig.JWT_SECRET_KEY, app.config["JWT_SECRET_KEY"]]
+    for token in tokens:
+        assert jwt.decode(token, TestingConfig.JWT_SECRET_KEY, ["HS256"])["sub"] == "u"
+    assert jwt.decode(rekeyed, app.config["JWT_SECRET_KEY"], ["HS256"])["sub"] == "u"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(rekeyed, TestingConfig.JWT_SECRET_KEY, ["HS256"])
+
+
+@BOTH
+def test_what_the_fast_path_does_not_mint_the_library_does(make_app, monkeypatch, fast):
+    """A short key (the library warns on every mint), a header callback's extra header, a fresh token."""
+    app = make_app(FAST_PATHS=fast, JWT_SECRET_KEY="short")
+    with app.app_context(), pytest.warns(jwt.warnings.InsecureKeyLengthWarning):
+        create_access_token("u", expires_delta=timedelta(seconds=60))
+    app = make_app(FAST_PATHS=fast)
+    with app.app_context():
+        monkeypatch.setitem(app.extensions, "allmine_jwt_headers", {"kid": "k1"})
+        token = create_access_token("u", expires_delta=timedelta(seconds=60))
+        assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": "k1", "typ": "JWT"}
+        fresh = create_access_token("u", fresh=True, expires_delta=timedelta(seconds=60))
+        assert jwt.decode(fresh, TestingConfig.JWT_SECRET_KEY, ["HS256"])["fresh"] is True
+
+
+# Flask's ensure_sync: a sync function is remembered, a coroutine function is Flask's every time.
+
+
+def test_a_sync_function_is_asked_about_once_and_a_coroutine_function_every_time(make_app, monkeypatch):
+    app = make_app(FAST_PATHS=True)
+    asked = []
+    real = flask.app.iscoroutinefunction
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", lambda func: asked.append(func) or real(func))
+    monkeypatch.setattr(app, "async_to_sync", lambda func: ("wrapped", func))
+
+    def hook():
+        return None
+
+    async def coroutine():
+        return None
+
+    class View:
+        def get(self):
+            return None
+
+    assert [app.ensure_sync(hook) for _ in range(3)] == [hook] * 3
+    assert [app.ensure_sync(coroutine) for _ in range(2)] == [("wrapped", coroutine)] * 2
+    # A method of a new instance each time (a MethodView's view): remembered by its function, once.
+    methods = [View().get for _ in range(3)]
+    assert [app.ensure_sync(method) for method in methods] == methods
+    assert asked == [hook, coroutine, coroutine, methods[0]]
+
+    class Unhashable:
+        __eq__ = object.__eq__
+        __hash__ = None
+
+        def __call__(self):
+            return None
+
+    callable_object = Unhashable()
+    assert [app.ensure_sync(callable_object) for _ in range(2)] == [callable_object] * 2
+    assert asked[4:] == [callable_object] * 2
+    plain = make_app(FAST_PATHS=False)
+    assert plain.ensure_sync(hook) is hook
+    assert "ensure_sync" not in vars(plain)
+
+
+@BOTH
+def test_a_decoded_tokens_key_is_prepared_once_and_a_wrong_signature_still_refused(  # noqa: E501
+    make_app, monkeypatch, fast
+):
+    app = make_app(fresh=True, FAST_PATHS=fast, **REPEATED_LOGINS)
+    client = app.test_client()
+    fast_paths.ONE_PARSE._prepared_keys.clear()
+    with app.app_context():
+        refresh = AuthActions(client).login()["refreshToken"]
+        secret = app.config["JWT_SECRET_KEY"]
+        own_claims = jwt.decode(refresh, options={"verify_signature": False})
+        refused = [
+            forged(refresh, key="another key of the same length as the service's own, or longer"),
+            forged(refresh, claims={**own_claims, "sub": str(uuid.uuid4())}),
+            forged(refresh, header={"alg": ["HS256"], "typ": "JWT"}, key=secret),
+            forged(refresh, header={"alg": "HS512", "typ": "JWT"}, key=secret),
+        ]
+        prepared = []
+        real = jwt.algorithms.HMACAlgorithm.prepare_key
+        monkeypatch.setattr(
+            jwt.algorithms.HMACAlgorithm,
+            "prepare_key",
+            lambda self, key: prepared.append(key) or real(self, key),
+        )
+        for _ in range(3):
+            response = client.post("/api/v1/auth/refresh", json={"refreshToken": refresh})
+            refresh = assert_envelope(response, 200)["refreshToken"]
+        for token in refused:
+            response = client.post("/api/v1/auth/refresh", json={"refreshToken": token})
+            assert_error(response, 401, MISSING)
+    # The fast path: PyJWT's own check once, then once more to remember the key; the library: every time.
+    if fast:
+        assert prepared == [secret, secret]
+    else:
+        assert len(prepared) >= 3
+
+
+def test_a_minted_token_id_is_a_random_version_4_uuid_as_the_library_writes_it():
+    made = {fast_paths.token_id() for _ in range(200)}
+    assert len(made) == 200
+    for token_id in made:
+        parsed = uuid.UUID(token_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, token_id)

@@ -24,6 +24,7 @@ from jwt.utils import base64url_encode
 from allmine_auth.config import ConfigError
 from allmine_auth.errors import TokenRevoked
 from allmine_auth.extensions import db
+from allmine_auth.fast_paths import OneParseJWS
 from allmine_auth.models import LoginSession, OneTimeCode, User, utcnow
 from allmine_auth.rules import sessions
 from allmine_auth.store.unit_of_work import unit_of_work
@@ -587,16 +588,23 @@ def count_signature_checks(monkeypatch):
     """Count PyJWT's signature checks from now on, each as the token it checked.
 
     Every verified decode checks the signature in ``PyJWS._verify_signature``, ``jwt.decode`` and
-    the fast paths' one parse alike; the token is its signing input and its signature re-encoded.
+    the fast paths' one parse alike, or with a key the fast paths prepared before in
+    ``OneParseJWS._verify_hmac``; the token is its signing input and its signature re-encoded.
     """
     calls = []
     real = PyJWS._verify_signature
+    real_hmac = OneParseJWS._verify_hmac
 
     def counting(self, signing_input, header, signature, *args, **kwargs):
         calls.append(f"{signing_input.decode()}.{base64url_encode(signature).decode()}")
         return real(self, signing_input, header, signature, *args, **kwargs)
 
+    def counting_hmac(signing_input, alg, signature, prepared):
+        calls.append(f"{signing_input.decode()}.{base64url_encode(signature).decode()}")
+        return real_hmac(signing_input, alg, signature, prepared)
+
     monkeypatch.setattr(PyJWS, "_verify_signature", counting)
+    monkeypatch.setattr(OneParseJWS, "_verify_hmac", staticmethod(counting_hmac))
     return calls
 
 

@@ -22,6 +22,9 @@ class Resource(MethodView):
     """A group of operations on one URL; each request is one unit of work."""
 
     decorators = (in_unit_of_work,)
+    # One instance serves every request (Flask builds one per request by default): the views keep no
+    # state on ``self``, so building one per request would only cost the call.
+    init_every_request = False
 
     def __init_subclass__(cls, **kwargs):
         """Refuse, at import, a view whose own ``decorators`` (they replace these) lack the unit of work."""
