@@ -41,7 +41,6 @@ suite runs both ways). Upgrading flask-jwt-extended or flask-limiter means check
 
 import binascii
 import hmac
-import os
 import re
 import threading
 import time
@@ -60,6 +59,8 @@ from flask_limiter import Limiter
 from jwt import DecodeError, ExpiredSignatureError, InvalidSignatureError
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
+
+from allmine_auth.observability import new_request_id
 
 INSTALLED = "allmine_fast_paths"
 VERIFIED_TOKENS = "allmine_verified_tokens"
@@ -301,12 +302,10 @@ class Minter:
 def token_id():
     """A random version-4 UUID as ``str(uuid.uuid4())`` writes it (the library's ``jti``), at less cost.
 
-    The same 16 random bytes with the version and variant bits set, without ``UUID``'s constructor.
+    The request id's 16 random bytes with the version and variant bits set (``new_request_id``),
+    written with hyphens, without ``UUID``'s constructor.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    text = raw.hex()
+    text = new_request_id()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
