@@ -25,6 +25,17 @@ suite runs both ways). Upgrading flask-jwt-extended or flask-limiter means check
   application-wide limits, which this service doesn't set) is taken out, and its ``after_request`` and
   ``teardown_request`` hooks run only in requests whose limits were checked (they cost GET /me about
   a tenth of its CPU).
+- **A route's limits remembered** (flask-limiter): every limited request, the library calls the
+  route's limit callable (the limits read ``app.config`` per request), parses the string it returns
+  (``limits.parse_many``) and builds a ``RuntimeLimit`` per window; and it works out the route's
+  exemption scope twice, through its blueprint's (``enum.Flag`` arithmetic and set building). The
+  callable is still called on every request; what was built from the same limit definition and the
+  same string is reused (``remembered_runtime_limits``: a string changed in ``app.config`` takes
+  effect on the next request). With no blueprint exemption on the limiter (this service sets none),
+  a route's exemption scope is its own route exemption, as the library's arithmetic comes to
+  (``route_exemption_scope``). The limiter's per-request state (``Limiter.context``, read six
+  times a request) is found on the request context without going through Flask's proxies. The check
+  itself (keys, storage hits, the 429, the fallback to memory, the swallowed errors) is the library's.
 - **No cookie session** (Flask): the API is token-based, and the default session interface builds a
   signing serializer on every request only to find no cookie.
 - **Sync functions remembered** (Flask): ``ensure_sync`` asks ``inspect.iscoroutinefunction`` about
@@ -45,20 +56,27 @@ import re
 import threading
 import time
 from calendar import timegm
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from types import FunctionType, MethodType
 
 import jwt as pyjwt
 from flask import current_app
-from flask.globals import request_ctx
+from flask.globals import _cv_app, _cv_request, request_ctx
 from flask.sessions import SessionInterface
 from flask_jwt_extended import JWTManager, default_callbacks, utils, view_decorators
 from flask_jwt_extended.config import config
 from flask_jwt_extended.exceptions import JWTDecodeError
 from flask_limiter import Limiter
+from flask_limiter._extension import LimiterContext
+from flask_limiter._limits import Limit, RouteLimit, RuntimeLimit
+from flask_limiter._manager import LimitManager
+from flask_limiter.constants import ExemptionScope
+from flask_limiter.util import get_qualified_name
 from jwt import DecodeError, ExpiredSignatureError, InvalidSignatureError
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
+from limits import parse_many
 
 from allmine_auth.observability import new_request_id
 
@@ -78,8 +96,11 @@ def install(app):
     app.extensions[VERIFIED_TOKENS] = VerifiedTokens()
     view_decorators.get_unverified_jwt_headers = header_of
     app.extensions[MINTER] = Minter()
+    Limit.__iter__ = remembered_runtime_limits
+    Limiter.context = LIMITER_CONTEXT
     for limiter in app.extensions.get("limiter", ()):
         only_checked_routes(app, limiter)
+        exemptions_without_blueprints(limiter.limit_manager)
     app.session_interface = NoCookieSessions()
     remember_sync_functions(app)
 
@@ -506,6 +527,129 @@ def where_limited(limiter, hook):
         return value
 
     return run_where_limited
+
+
+# flask-limiter: a route's limits remembered
+
+# flask-limiter's own ``Limit.__iter__``, taken before ``install`` repoints it (process-wide).
+LIBRARY_LIMIT_ITER = Limit.__iter__
+# What ``remembered_runtime_limits`` keeps: (limit definition, its string, its key function) ->
+# the ``RuntimeLimit``s the library builds from them. Emptied whole when full (a service has a few).
+RUNTIME_LIMITS = {}
+RUNTIME_LIMITS_SIZE = 64
+
+
+def remembered_runtime_limits(limit):
+    """flask-limiter's ``Limit.__iter__`` (repointed once per process), remembering what it builds.
+
+    The library, on every request, calls the limit's provider, parses the string it returns and
+    builds one ``RuntimeLimit`` per window from the definition's fields. Here the provider is called
+    as often, and the ``RuntimeLimit``s built for the same definition (a dataclass: hashed and
+    compared by every field, so one changed since is another key), the same string and the same key
+    function are reused: equal to what the library would build (``RuntimeLimit`` compares by
+    fields), never changed by it after they are built. Only a route's limit (``limiter.limit`` or
+    ``shared_limit``: a ``RouteLimit``, bound to its limiter and given its key function when made)
+    without meta limits, in an app with the fast paths; anything else (default, application and
+    meta limits) takes the library's own code. A string it cannot parse raises its ``ValueError``,
+    as the library's does, and is not remembered; a definition with a field the dataclass cannot
+    hash (say ``methods=[]``) is built each time.
+    """
+    context = _cv_app.get(None)
+    if (
+        type(limit) is not RouteLimit
+        or limit.meta_limits
+        or context is None
+        or not context.app.extensions.get(INSTALLED)
+    ):
+        return LIBRARY_LIMIT_ITER(limit)
+    provider = limit.limit_provider
+    limit_str = provider() if callable(provider) else provider
+    key_function = limit.limit_by
+    try:
+        key = (limit, limit_str, key_function)
+        built = RUNTIME_LIMITS.get(key)
+    except (TypeError, ReferenceError):  # unhashable field; a limiter gone (compared on a collision)
+        return iter(runtime_limits(limit, limit_str, key_function))
+    if built is None:
+        built = runtime_limits(limit, limit_str, key_function)
+        if len(RUNTIME_LIMITS) >= RUNTIME_LIMITS_SIZE:
+            RUNTIME_LIMITS.clear()
+        RUNTIME_LIMITS[key] = built
+    return iter(built)
+
+
+def runtime_limits(limit, limit_str, key_function):
+    """The ``RuntimeLimit``s flask-limiter's ``Limit.__iter__`` yields for ``limit_str``, without meta
+    limits: the same arguments, in its order (``tests/test_fast_paths.py`` compares the two)."""
+    return tuple(
+        RuntimeLimit(
+            item,
+            key_function,
+            scope=limit.scope,
+            per_method=limit.per_method,
+            methods=limit.methods,
+            error_message=limit.error_message,
+            exempt_when=limit.exempt_when,
+            deduct_when=limit.deduct_when,
+            override_defaults=limit.override_defaults,
+            on_breach=limit.on_breach,
+            cost=limit.cost or 1,
+            shared=limit.shared,
+            meta_limits=(),
+        )
+        for item in (parse_many(limit_str) if limit_str else [])
+    )
+
+
+def exemptions_without_blueprints(manager):
+    """Answer ``manager.exemption_scope`` without the blueprints' arithmetic while none is exempt.
+
+    The library asks it twice per limited request; with no blueprint exemption its answer is the
+    route's own exemption (``NONE``, or what ``limiter.exempt`` set on the view). Apps without the
+    fast paths, and any limiter with a blueprint exemption, get the library's method.
+    """
+    if getattr(manager.exemption_scope, "__func__", None) is not LimitManager.exemption_scope:
+        return  # already answered here
+    library = manager.exemption_scope
+
+    def exemption_scope(app, endpoint, blueprint):
+        if manager._blueprint_exemptions or not app.extensions.get(INSTALLED):
+            return library(app, endpoint, blueprint)
+        return route_exemption_scope(manager, app, endpoint)
+
+    manager.exemption_scope = exemption_scope
+
+
+def route_exemption_scope(manager, app, endpoint):
+    """The exemption ``limiter.exempt`` set on ``endpoint``'s view, found as the library finds it."""
+    view_func = app.view_functions.get(endpoint or "", None)
+    name = get_qualified_name(view_func) if view_func else ""
+    return manager._route_exemptions.get(name, ExemptionScope.NONE)
+
+
+# flask-limiter's own ``Limiter.context`` property, taken before ``install`` repoints it (process-wide).
+LIBRARY_LIMITER_CONTEXT = Limiter.context
+
+
+def limiter_context(limiter):
+    """flask-limiter's ``Limiter.context``: the limiter's state kept on the current request context.
+
+    The library finds the request context through Flask's ``request_ctx`` proxy (twice: ``hasattr``,
+    then the attribute); here it is read from Flask's context variable, and the same attribute
+    holds the same ``defaultdict`` of ``LimiterContext``. Outside a request, or in an app without the
+    fast paths, the library's property answers (and raises what it raises).
+    """
+    ctx = _cv_request.get(None)
+    if ctx is None or not ctx.app.extensions.get(INSTALLED):
+        return LIBRARY_LIMITER_CONTEXT.fget(limiter)
+    contexts = getattr(ctx, "_limiter_request_context", NO_LIMITER_CONTEXT)
+    if contexts is NO_LIMITER_CONTEXT:
+        contexts = ctx._limiter_request_context = defaultdict(LimiterContext)
+    return contexts[limiter]
+
+
+NO_LIMITER_CONTEXT = object()
+LIMITER_CONTEXT = property(limiter_context, doc=LIBRARY_LIMITER_CONTEXT.__doc__)
 
 
 # Flask: no cookie session

@@ -13,12 +13,16 @@ from datetime import UTC, datetime, timedelta
 
 import flask.app
 import flask_jwt_extended.tokens
+import flask_limiter
 import jwt
 import jwt.algorithms
 import jwt.warnings
 import pytest
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_jwt_extended import create_access_token, create_refresh_token, view_decorators
+from flask_limiter._limits import Limit, RouteLimit
+from flask_limiter._manager import LimitManager
+from flask_limiter.constants import ExemptionScope
 from jwt.api_jws import PyJWS
 from jwt.utils import base64url_encode
 
@@ -70,6 +74,9 @@ def test_on_the_app_has_every_fast_path(make_app):
     assert isinstance(app.extensions[fast_paths.VERIFIED_TOKENS], fast_paths.VerifiedTokens)
     assert isinstance(app.session_interface, fast_paths.NoCookieSessions)
     assert view_decorators.get_unverified_jwt_headers is fast_paths.header_of
+    assert Limit.__iter__ is fast_paths.remembered_runtime_limits
+    assert flask_limiter.Limiter.context is fast_paths.LIMITER_CONTEXT
+    assert not hasattr(limiter.limit_manager.exemption_scope, "__func__")
     before, after, teardown = limiter_hooks(app)
     assert (before, after, teardown) == ([], [], [])  # the check is out, the others wrapped
 
@@ -469,3 +476,132 @@ def test_a_minted_token_id_is_a_random_version_4_uuid_as_the_library_writes_it()
     for token_id in made:
         parsed = uuid.UUID(token_id)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, token_id)
+
+
+# flask-limiter: a route's limits remembered
+
+REFRESH = "/api/v1/auth/refresh"
+VERIFY = "/api/v1/auth/verify-otp"
+TOO_MANY = "Too many requests"
+
+
+def limited_apps(make_app, **settings):
+    """An app with the fast paths and one without, on the same rate-limit storage: the one limiter of
+    the process counts in the storage of the app built last, and both apps use it."""
+    fast = make_app(fresh=True, FAST_PATHS=True, RATELIMIT_ENABLED=True, **settings)
+    plain = make_app(fresh=True, FAST_PATHS=False, RATELIMIT_ENABLED=True, **settings)
+    return fast, plain
+
+
+def limit_key(app, path, scope, window):
+    """The storage key flask-limiter counts ``path``'s limit under (``scope``: a shared limit's, or None)."""
+    endpoint, _ = app.url_map.bind("localhost").match(path, method="POST")
+    return f"LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}/127.0.0.1/{scope or endpoint}/{window}"
+
+
+def refresh(app):
+    return app.test_client().post(REFRESH, json={"refreshToken": "x"})
+
+
+@BOTH
+def test_a_routes_limit_is_counted_under_the_librarys_key_whichever_app_counts(make_app, fast):
+    fast_app, plain = limited_apps(make_app, RATELIMIT_REFRESH="3/minute", RATELIMIT_VERIFY="2/minute")
+    first, second = (fast_app, plain) if fast else (plain, fast_app)
+    key = limit_key(first, REFRESH, None, "3/1/minute")
+    for n, app in enumerate([first, second, first]):
+        with app.app_context():
+            assert_error(refresh(app), 401, MISSING)
+        assert limiter.storage.get(key) == n + 1
+    with second.app_context():
+        response = refresh(second)
+        assert_error(response, 429, TOO_MANY)
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    with first.app_context():
+        assert_error(refresh(first), 429, TOO_MANY)
+    assert limiter.storage.get(key) == 5
+    # A shared limit (scope ``verify``): the same.
+    key = limit_key(first, VERIFY, "verify", "2/1/minute")
+    body = {"countryCode": "90", "phoneNumber": "5321234567", "code": "0000"}
+    for app in (first, second):
+        with app.app_context():
+            assert_error(app.test_client().post(VERIFY, json=body), 401, "Invalid or expired code")
+    assert limiter.storage.get(key) == 2
+    with first.app_context():
+        assert_error(first.test_client().post(VERIFY, json=body), 429, TOO_MANY)
+
+
+@BOTH
+def test_a_limit_changed_in_the_config_takes_effect_on_the_next_request(make_app, fast):
+    app = make_app(fresh=True, FAST_PATHS=fast, RATELIMIT_ENABLED=True, RATELIMIT_REFRESH="5/minute")
+    with app.app_context():
+        assert_error(refresh(app), 401, MISSING)
+        app.config["RATELIMIT_REFRESH"] = "1/minute"
+        assert_error(refresh(app), 401, MISSING)
+        assert_error(refresh(app), 429, TOO_MANY)
+        app.config["RATELIMIT_REFRESH"] = "5/minute"
+        assert_error(refresh(app), 401, MISSING)
+    assert limiter.storage.get(limit_key(app, REFRESH, None, "5/1/minute")) == 2
+    assert limiter.storage.get(limit_key(app, REFRESH, None, "1/1/minute")) == 2
+
+
+def test_a_routes_remembered_limits_are_the_ones_the_library_builds(make_app, monkeypatch):
+    app = make_app(FAST_PATHS=True, RATELIMIT_ENABLED=True)
+    route_limits = [limit for group in limiter.limit_manager._decorated_limits.values() for limit in group]
+    assert {type(limit) for limit in route_limits} == {RouteLimit}
+    assert len(route_limits) >= 4
+    with app.test_request_context():
+        for limit in route_limits:
+            remembered = list(limit)
+            assert remembered == list(fast_paths.LIBRARY_LIMIT_ITER(limit))
+            assert all(a is b for a, b in zip(list(limit), remembered, strict=True))  # built once
+        # A changed string is another entry; a string the library can't parse raises its error.
+        monkeypatch.setitem(app.config, "RATELIMIT_REFRESH", "7/second;9 per 2 hours")
+        named = {getattr(limit.limit_provider, "__name__", ""): limit for limit in route_limits}
+        refresh_limit = named["refresh_limit"]
+        assert [str(each.limit) for each in refresh_limit] == ["7 per 1 second", "9 per 2 hour"]
+        monkeypatch.setitem(app.config, "RATELIMIT_REFRESH", "often")
+        with pytest.raises(ValueError, match="couldn't parse rate limit string"):
+            list(refresh_limit)
+    plain = make_app(FAST_PATHS=False, RATELIMIT_ENABLED=True)
+    with plain.test_request_context():
+        monkeypatch.setitem(plain.config, "RATELIMIT_REFRESH", "3/minute")
+        built = list(refresh_limit)
+        assert built == list(fast_paths.LIBRARY_LIMIT_ITER(refresh_limit))
+        assert all(a is not b for a, b in zip(list(refresh_limit), built, strict=True))  # the library's
+
+
+def test_a_routes_exemption_scope_is_the_librarys_with_or_without_exemptions(make_app, monkeypatch):
+    app = make_app(FAST_PATHS=True, RATELIMIT_ENABLED=True)
+    manager = limiter.limit_manager
+    endpoints = [(endpoint, endpoint.rpartition(".")[0] or None) for endpoint in app.view_functions]
+
+    def both_answers():
+        fast = [manager.exemption_scope(app, *each) for each in endpoints]
+        library = [LimitManager.exemption_scope(manager, app, *each) for each in endpoints]
+        assert fast == library
+        return fast
+
+    assert set(both_answers()) == {ExemptionScope.NONE}
+    refresh_view = app.view_functions[app.url_map.bind("localhost").match(REFRESH, method="POST")[0]]
+    monkeypatch.setitem(
+        limiter._route_exemptions, fast_paths.get_qualified_name(refresh_view), ExemptionScope.DEFAULT
+    )
+    assert set(both_answers()) == {ExemptionScope.NONE, ExemptionScope.DEFAULT}
+    monkeypatch.setitem(limiter._blueprint_exemptions, "Authentication", ExemptionScope.META)
+    assert ExemptionScope.META | ExemptionScope.DEFAULT in both_answers()
+
+
+@BOTH
+def test_the_limiters_request_state_is_the_one_the_library_keeps(make_app, fast):
+    app = make_app(FAST_PATHS=fast, RATELIMIT_ENABLED=True)
+    library = fast_paths.LIBRARY_LIMITER_CONTEXT.fget
+    with app.test_request_context():
+        state = limiter.context
+        assert state is library(limiter) is limiter.context
+        state.seen_limits.add("x")
+        assert flask.globals.request_ctx._limiter_request_context[limiter].seen_limits == {"x"}
+    with app.test_request_context():
+        assert limiter.context is library(limiter)
+        assert not limiter.context.seen_limits
+    with pytest.raises(RuntimeError, match="outside of request context"):
+        limiter.context  # noqa: B018
