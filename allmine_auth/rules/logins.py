@@ -92,6 +92,11 @@ def phone_login_with_code(destination, code, client, now, signup_source, signup_
     this HMAC it wrote nothing, and ``refuse_code`` answers as for any code
     check (the attempt counted, the failure recorded, the lock). Returns
     ``(row, tokens)``: the row has every ``users`` column, as a ``User`` has.
+
+    Durable when the statement returns, as the refresh's rotation: what
+    follows (two tokens signed, the answer) has no failure but a bug's, and
+    one there would leave the code used and a session nobody got tokens for,
+    which ends with its refresh life.
     """
     session = new_session(now)
     max_attempts = current_app.config["OTP_MAX_ATTEMPTS"]
