@@ -66,16 +66,9 @@ def login_with_code(destination, code, client=None, *, signup_source=None, signu
         user = find_or_create_account(destination, now, signup_source, signup_campaign)
         # The session INSERT flushes the new or changed user first (autoflush); the login's audit row is
         # written with it (one statement on PostgreSQL).
-        event = {
-            "kind": str(Event.LOGIN),
-            "channel": destination.channel,
-            "destination": destination.address,
-            "prefix": destination.prefix,
-            "user_id": user.id,
-            "ip": client.ip if client else None,
-            "user_agent": client.user_agent if client else None,
-        }
-        session, tokens = open_session(user, client, now, event)
+        session, tokens = open_session(
+            user, client, now, {**login_event(destination, client), "user_id": user.id}
+        )
         audit.announce(Event.LOGIN, destination, user.id)
     # Counted once the login is durable: a login that answered 409 or 503 verified nothing, and its retry
     # would count the same code twice.
@@ -100,7 +93,6 @@ def phone_login_with_code(destination, code, client, now, signup_source, signup_
     """
     session = new_session(now)
     max_attempts = current_app.config["OTP_MAX_ATTEMPTS"]
-    ip, user_agent = (client.ip, client.user_agent) if client else (None, None)
     with duplicate_is_conflict():
         user = stored_logins.phone_login_with_code(
             (destination.channel, destination.address, code_hmac(destination, code), max_attempts),
@@ -115,28 +107,41 @@ def phone_login_with_code(destination, code, client, now, signup_source, signup_
                 "id": session.id,
                 "refresh_jti": session.refresh_jti,
                 "device": client.device if client else None,
-                "ip": ip,
+                "ip": client.ip if client else None,
                 "expires_at": session.expires_at,
                 "max_expires_at": session.max_expires_at,
             },
-            {
-                "kind": str(Event.LOGIN),
-                "channel": destination.channel,
-                "destination": destination.address,
-                "prefix": destination.prefix,
-                "ip": ip,
-                "user_agent": user_agent,
-            },
+            login_event(destination, client),
             now,
         )
     if user is None:
         refuse_code(destination, client, now)
-    if user.created_at != now:
-        # An existing account's row changed (``last_login``): its cached profile is stale.
-        set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
+    mark_profile_stale_if_returning(user, now)
     audit.announce(Event.LOGIN, destination, user.id)
     after_commit(lambda: count_sms_verified(destination, client, now))
     return user, mint_tokens(user.id, user.is_registration_complete, session, session.refresh_jti, now)
+
+
+def login_event(destination, client):
+    """The login's audit row (but its ``user_id``), written with the session's."""
+    return {
+        "kind": str(Event.LOGIN),
+        "channel": destination.channel,
+        "destination": destination.address,
+        "prefix": destination.prefix,
+        "ip": client.ip if client else None,
+        "user_agent": client.user_agent if client else None,
+    }
+
+
+def mark_profile_stale_if_returning(user, now):
+    """A phone login's upsert changed an existing account's row (``last_login``) outside the ORM's flush.
+
+    Its hook (``profiles.note_changed_users``) would have marked the cached profile stale; a new
+    account (made at ``now``) has none cached.
+    """
+    if user.created_at != now:
+        set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
 
 
 def find_or_create_account(destination, now, signup_source, signup_campaign):
@@ -155,10 +160,7 @@ def find_or_create_account(destination, now, signup_source, signup_campaign):
             signup_campaign,
             now,
         )
-        if user.created_at != now:
-            # An existing account's row changed (``last_login``) outside the ORM's flush, whose hook
-            # (``profiles.note_changed_users``) would have marked its cached profile stale: mark it here.
-            set_after_commit(PROFILE_CACHE_PREFIX + str(user.id), STALE, STALE_SECONDS)
+        mark_profile_stale_if_returning(user, now)
         return user
     lock_email(destination.address)
     user = users.proven_email_owner(destination.address)
